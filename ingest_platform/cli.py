@@ -1,0 +1,176 @@
+"""ingest-platform: run, operate and query the event ingestion platform."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from ingest_platform.settings import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+warehouse_app = typer.Typer(no_args_is_help=True, help="The DuckDB warehouse.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(warehouse_app, name="warehouse")
+
+
+def _redis():
+    from ingest_platform.storage import event_log
+
+    return event_log.connect(get_settings().effective_redis_url)
+
+
+@app.command()
+def dev(
+    no_traffic: Annotated[bool, typer.Option("--no-traffic", help="Do not start the traffic generator.")] = False,
+    gateway_port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
+    ui_port: Annotated[int, typer.Option(help="Dagster UI port.")] = 3000,
+) -> None:
+    """Run the whole local stack in the foreground until Ctrl-C."""
+    from ingest_platform.devstack import DevStack
+
+    raise typer.Exit(DevStack(get_settings(), gateway_port, ui_port, traffic=not no_traffic).run())
+
+
+@app.command()
+def gateway(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default GATEWAY_HOST).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default GATEWAY_PORT).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the HTTP/WebSocket gateway alone."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("ingest_platform.gateway.app:app_from_env", factory=True, host=host or settings.gateway_host,
+                port=port or settings.gateway_port, workers=workers, log_level="warning", access_log=False)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL to run against the warehouse, read-only.")],
+    output: Annotated[OutputFormat, typer.Option("--format", help="table for people, csv or json for scripts.")]
+    = OutputFormat.table,
+) -> None:
+    """Run a read-only query against the warehouse and print the result."""
+    import duckdb
+
+    from ingest_platform.storage.warehouse import connect_read_only
+
+    try:
+        with connect_read_only(get_settings().warehouse_path) as con:
+            relation = con.sql(query)
+            if relation is not None:
+                _print_relation(relation, output)
+    except (duckdb.Error, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+
+
+def _print_relation(relation, output: OutputFormat) -> None:
+    if output is OutputFormat.table:
+        relation.show(max_rows=1000, max_width=200)
+        return
+    rows = relation.fetchall()
+    if output is OutputFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(relation.columns)
+        writer.writerows(rows)
+    else:
+        import msgspec
+
+        records = [dict(zip(relation.columns, row)) for row in rows]
+        sys.stdout.write(msgspec.json.encode(records, enc_hook=str).decode() + "\n")
+
+
+@warehouse_app.command("refresh")
+def warehouse_refresh() -> None:
+    """Rebuild warehouse.duckdb's views over the lake (atomic; readers are never locked out)."""
+    from ingest_platform.storage.warehouse import refresh_warehouse
+
+    settings = get_settings()
+    views = refresh_warehouse(settings.warehouse_path, settings.lake_dir)
+    typer.echo(f"{settings.warehouse_path}: {', '.join(views)}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who the key is for, e.g. ios-app.")],
+    scopes: Annotated[Optional[list[str]], typer.Option("--scopes", help="Repeat for each scope (default: all).")] = None,
+) -> None:
+    """Create a key; the key is the last line of output and is shown only once."""
+    from ingest_platform.storage.api_keys import create_key
+
+    try:
+        key, record = create_key(_redis(), name, scopes)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"created key {record.key_id} ({name}) with scopes {', '.join(record.scopes)}", err=True)
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (ids, names, scopes, state; never the keys themselves)."""
+    from ingest_platform.storage.api_keys import list_keys
+
+    for record in list_keys(_redis()):
+        state = "active" if record.active else "revoked" if record.revoked_at else "expired"
+        typer.echo(f"{record.key_id}\t{record.name}\t{','.join(record.scopes)}\t{state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (see `keys list`).")]) -> None:
+    """Revoke a key; every gateway worker refuses it within a second."""
+    from ingest_platform.storage.api_keys import revoke_key
+
+    if not revoke_key(_redis(), key_id):
+        typer.echo(f"error: no key with id {key_id!r} (see `ingest-platform keys list`)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+@app.command()
+def traffic(
+    url: Annotated[str, typer.Option(help="Gateway base URL.")] = "http://127.0.0.1:8000",
+    key: Annotated[str, typer.Option(help="API key to send with.", envvar=None)] = "",
+    rate: Annotated[float, typer.Option(help="Events per second.")] = 50.0,
+    duration: Annotated[Optional[float], typer.Option(help="Seconds to run (default: until Ctrl-C).")] = None,
+) -> None:
+    """Send synthetic listening traffic to a gateway."""
+    from ingest_platform.traffic.generator import run_traffic
+
+    if not key:
+        typer.echo("error: --key is required (see `ingest-platform keys create`)", err=True)
+        raise typer.Exit(2)
+    try:
+        accepted = run_traffic(url, key, rate, duration=duration)
+    except KeyboardInterrupt:
+        return
+    typer.echo(f"accepted {accepted} events")
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print every setting (environment variable), its default and what it does."""
+    for name, info in Settings.model_fields.items():
+        typer.echo(f"{name.upper()}\t{info.default}\t{info.description}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Every environment variable the platform reads, in one place.
+
+Nothing else in the package touches ``os.environ`` for configuration: parts receive a
+``Settings`` (or values taken from it). The README's settings table is generated from the
+field descriptions below, so the two cannot drift apart (``ingest-platform settings``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="An existing Redis (or Valkey) to use. Unset: `ingest-platform dev` starts a "
+        "private server under the data dir; other commands use redis://127.0.0.1:6379/0.",
+    )
+    ingest_data_dir: Path = Field(
+        default=Path("data"),
+        description="Root of all runtime data: lake/, warehouse.duckdb, dagster_home/, redis/.",
+    )
+
+    # --- feature flags -----------------------------------------------------------------
+    enable_feedback_events: bool = Field(
+        default=True,
+        description="Accept `feedback_event`s. Off: the gateway rejects each one with reason "
+        "`feedback_events_disabled`; nothing is enqueued.",
+    )
+    enable_realtime_processing: bool = Field(
+        default=True,
+        description="Drain streams with a sensor every DRAIN_INTERVAL_SECONDS. Off: a schedule "
+        "drains every DRAIN_SCHEDULE_MINUTES instead; nothing is lost either way.",
+    )
+    enable_event_enrichment: bool = Field(
+        default=True,
+        description="Build enriched events with user/track/session context. Off: downstream "
+        "assets read the un-enriched events.",
+    )
+    enable_dlq_handling: bool = Field(
+        default=True,
+        description="Route rows that fail validation to `dead_letter_events`. Off: a batch with "
+        "invalid rows fails loudly and its entries stay in Redis until handled.",
+    )
+
+    # --- gateway -----------------------------------------------------------------------
+    gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
+    gateway_port: int = Field(default=8000, description="Gateway port.")
+    gateway_strict: bool = Field(
+        default=False,
+        description="Reject value-level problems (unknown action, rating out of range, ...) at "
+        "the gateway with 422 instead of sending them to the dead-letter queue.",
+    )
+    max_batch_events: int = Field(default=500, description="Most events in one request.")
+    max_body_bytes: int = Field(default=1024 * 1024, description="Largest request body.")
+    max_event_bytes: int = Field(default=32 * 1024, description="Largest single event.")
+
+    # --- drain -------------------------------------------------------------------------
+    drain_interval_seconds: int = Field(
+        default=5, description="Sensor interval while realtime processing is on."
+    )
+    drain_schedule_minutes: int = Field(
+        default=5, description="Schedule cadence while realtime processing is off."
+    )
+    drain_max_entries: int = Field(
+        default=20_000,
+        description="Most stream entries one drain reads (memory is O(this), never O(backlog)).",
+    )
+
+    # --- Dagster UI ----------------------------------------------------------------------
+    dagster_ui_host: str = Field(default="127.0.0.1", description="Dagster webserver bind address.")
+    dagster_ui_port: int = Field(default=3000, description="Dagster webserver port.")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.ingest_data_dir.resolve()
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster_home"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or "redis://127.0.0.1:6379/0"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

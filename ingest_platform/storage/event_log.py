@@ -1,0 +1,153 @@
+"""The Redis Streams log: append, read a fixed range, drain cursors, backlog.
+
+Every event type has its own stream (see `contract.EventType.stream`). The drain's position is a
+committed cursor per stream plus at most one *planned* range: a drain first records the exact id
+range it is about to write, then writes, then commits. A drain that dies in between finds the same
+plan next time and rewrites the same files, so retries and racing drains are idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+
+CURSORS_KEY = "ingest:drain:cursor"  # hash: stream -> last committed id
+PLANS_KEY = "ingest:drain:plan"  # hash: stream -> "start end" (start = cursor when planned)
+DRAINED_KEY = "ingest:drain:drained"  # hash: stream -> entries committed so far (for backlog)
+ZERO_ID = "0-0"
+
+# Returns {cursor, planned end or ""}. With ARGV[2] (a proposed end) and ARGV[3] (the cursor the
+# caller read from), records the plan only if the cursor has not moved and no plan exists.
+_PLAN_LUA = """
+local cursor = redis.call('HGET', KEYS[1], ARGV[1]) or '0-0'
+local plan = redis.call('HGET', KEYS[2], ARGV[1])
+if plan then
+  local s, e = string.match(plan, '^(%S+) (%S+)$')
+  if s == cursor then return {cursor, e} end
+end
+if ARGV[2] == '' or ARGV[3] ~= cursor then return {cursor, ''} end
+redis.call('HSET', KEYS[2], ARGV[1], cursor .. ' ' .. ARGV[2])
+return {cursor, ARGV[2]}
+"""
+
+# Moves the cursor from start to end only if it is still at start (compare-and-set).
+_COMMIT_LUA = """
+local cursor = redis.call('HGET', KEYS[1], ARGV[1]) or '0-0'
+if cursor ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HINCRBY', KEYS[3], ARGV[1], ARGV[4])
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] .. ' ' .. ARGV[3] then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class StreamRange:
+    """Entries (start, end] of one stream: start exclusive, end inclusive."""
+
+    stream: str
+    start: str
+    end: str
+
+
+def entry_ms(entry_id: str | bytes) -> int:
+    """Milliseconds since the epoch at which Redis stored the entry (its ingestion time)."""
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
+    return int(entry_id.split("-", 1)[0])
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2, health_check_interval=30)
+
+
+def connect_async(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1)
+
+
+async def append_entries(client: aioredis.Redis, entries: list[tuple[str, bytes]], field: bytes) -> list[str]:
+    """XADD each (stream, payload) in one round trip; returns the entry ids in order."""
+    async with client.pipeline(transaction=False) as pipe:
+        for stream, payload in entries:
+            pipe.xadd(stream, {field: payload})
+        ids = await pipe.execute()
+    return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+
+def append_entries_sync(client: redis.Redis, entries: list[tuple[str, bytes]], field: bytes) -> list[str]:
+    """Blocking twin of `append_entries`, for replay tools and tests."""
+    pipe = client.pipeline(transaction=False)
+    for stream, payload in entries:
+        pipe.xadd(stream, {field: payload})
+    return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+
+
+class DrainLog:
+    """Cursor, plan and range reads of the streams, for one drain process."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self._plan = client.register_script(_PLAN_LUA)
+        self._commit = client.register_script(_COMMIT_LUA)
+
+    def cursor(self, stream: str) -> str:
+        value = self.client.hget(CURSORS_KEY, stream)
+        return value.decode() if value else ZERO_ID
+
+    def cursors(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.client.hgetall(CURSORS_KEY).items()}
+
+    def plan_next_range(self, stream: str, max_entries: int) -> StreamRange | None:
+        """The range the next drain of `stream` must write: an unfinished plan, or a new one."""
+        cursor, planned_end = (v.decode() for v in self._plan(keys=[CURSORS_KEY, PLANS_KEY], args=[stream, "", ""]))
+        if planned_end:
+            return StreamRange(stream, cursor, planned_end)
+        last = self.client.xrange(stream, min=f"({cursor}", max="+", count=max_entries)
+        if not last:
+            return None
+        proposed = last[-1][0].decode()
+        start, end = (v.decode() for v in self._plan(keys=[CURSORS_KEY, PLANS_KEY], args=[stream, proposed, cursor]))
+        if start != cursor or not end:
+            return None  # another drain committed meanwhile; the next tick picks up from there
+        return StreamRange(stream, start, end)
+
+    def read_range(self, rng: StreamRange, chunk: int = 5_000):
+        """Yield (entry id, fields) for every entry in the range, `chunk` entries per round trip."""
+        low = f"({rng.start}"
+        while True:
+            entries = self.client.xrange(rng.stream, min=low, max=rng.end, count=chunk)
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                yield entry_id.decode(), fields
+            if len(entries) < chunk:
+                return
+            low = f"({entries[-1][0].decode()}"
+
+    def commit(self, rng: StreamRange, entry_count: int) -> bool:
+        """Advance the cursor past `rng` if it still stands at its start. False: someone else did."""
+        keys = [CURSORS_KEY, PLANS_KEY, DRAINED_KEY]
+        return bool(self._commit(keys=keys, args=[rng.stream, rng.start, rng.end, entry_count]))
+
+    def lag(self, stream: str) -> tuple[int, float]:
+        """(undrained entries, seconds since the oldest undrained entry was stored)."""
+        info = self._stream_info(stream)
+        if info is None:
+            return 0, 0.0
+        drained = int(self.client.hget(DRAINED_KEY, stream) or 0)
+        entries = max(0, info - drained)
+        oldest = self.client.xrange(stream, min=f"({self.cursor(stream)}", max="+", count=1)
+        seconds = max(0.0, time.time() - entry_ms(oldest[0][0]) / 1000) if oldest else 0.0
+        return entries, seconds
+
+    def _stream_info(self, stream: str) -> int | None:
+        try:
+            info = self.client.xinfo_stream(stream)
+        except redis.ResponseError:  # no such stream yet
+            return None
+        return int(info.get("entries-added", info.get("length", 0)))
