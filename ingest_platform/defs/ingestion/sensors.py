@@ -10,13 +10,14 @@ import json
 import dagster as dg
 
 from ingest_platform.defs.partitions import hour_partition_key
+from ingest_platform.defs.quality.checks import quality_evaluations
 from ingest_platform.defs.resources import EventLogResource, LakeResource
 from ingest_platform.drain.micro_batch import DrainReport, drain_all_streams
 from ingest_platform.settings import get_settings
 from ingest_platform.storage.warehouse import refresh_warehouse, warehouse_is_current
 
 
-def drain_once(context, event_log: EventLogResource, lake: LakeResource) -> tuple[list[dg.AssetMaterialization], dict]:
+def drain_once(context, event_log: EventLogResource, lake: LakeResource) -> tuple[list, dict]:
     settings = get_settings()
     log = event_log.drain_log()
     reports = drain_all_streams(log, lake.lake_dir, settings.drain_max_entries, settings.enable_dlq_handling)
@@ -27,7 +28,7 @@ def drain_once(context, event_log: EventLogResource, lake: LakeResource) -> tupl
             f"drained {report.range.stream} ({report.range.start}, {report.range.end}]: "
             f"{report.entries} entries, {report.valid} valid, {report.dead} dead letters"
         )
-    return materialisations(reports), log.cursors()
+    return [*materialisations(reports), *quality_evaluations(reports)], log.cursors()
 
 
 def materialisations(reports: list[DrainReport]) -> list[dg.AssetMaterialization]:

@@ -1,0 +1,3 @@
+from ingest_platform.cli import main
+
+main()
