@@ -1,12 +1,13 @@
 # Quick start: `make run` (the whole platform) and `make test` (the test suite).
 # Both create .venv and install everything on first use.
 .PHONY: run test bench venv clean
+ARGS ?=
 
 venv:
 	@scripts/bootstrap.sh
 
 run: venv
-	.venv/bin/ingest-platform dev
+	.venv/bin/ingest-platform dev $(ARGS)
 
 test: venv
 	.venv/bin/python -m pytest -q

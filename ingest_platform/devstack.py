@@ -102,7 +102,7 @@ class DevStack:
         console.print(f"warehouse {self.settings.warehouse_path}  (ingest-platform sql \"...\")")
         console.print(f"traffic   {'on' if self.traffic else 'off (--no-traffic)'}")
         console.print("Ctrl-C stops everything. Dev API key (also in data/dev_api_key):")
-        print(self.dev_key, flush=True)
+        print(self.dev_key, flush=True)  # stdout holds only the key, for scripts
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
         log = open(self.settings.data_dir / f"{name}.log", "ab")

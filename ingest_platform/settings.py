@@ -61,6 +61,29 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(default=500, description="Most events in one request.")
     max_body_bytes: int = Field(default=1024 * 1024, description="Largest request body.")
     max_event_bytes: int = Field(default=32 * 1024, description="Largest single event.")
+    gateway_rate_per_second: float = Field(
+        default=20_000, gt=0,
+        description="Default per-key rate limit in events per second (a request costs its number of "
+        "events, at least 1); shared by every gateway worker through Redis. Keys may override it.",
+    )
+    gateway_rate_burst: int = Field(
+        default=40_000, ge=1, description="Default per-key burst: events a key may send at once above the rate."
+    )
+    gateway_backlog_high_water: int = Field(
+        default=1_000_000, ge=1,
+        description="Undrained stream entries at which the gateway answers 503 + Retry-After (and pauses "
+        "WebSocket reads) until the drain catches up below 90% of it.",
+    )
+    gateway_memory_high_water: float = Field(
+        default=0.9, gt=0, le=1,
+        description="Fraction of Redis maxmemory at which the gateway answers 503 + Retry-After.",
+    )
+    gateway_ws_idle_seconds: float = Field(
+        default=60, gt=0, description="A WebSocket that sends nothing for this long is closed (code 1000)."
+    )
+    gateway_access_log: bool = Field(
+        default=False, description="Log every request as a JSON line (off: only errors, 503s and startup)."
+    )
 
     # --- drain -------------------------------------------------------------------------
     drain_interval_seconds: int = Field(
@@ -97,6 +120,16 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://127.0.0.1:6379/0"
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(ENV_VAR, default, description) for every setting, in declaration order."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        default = "unset" if info.default is None else str(info.default).lower() if isinstance(info.default, bool) \
+            else str(info.default)
+        rows.append((name.upper(), default, info.description or ""))
+    return rows
 
 
 @lru_cache(maxsize=1)

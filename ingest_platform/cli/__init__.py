@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ingest_platform.settings import Settings, get_settings
+from ingest_platform.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -27,13 +27,16 @@ def _redis():
 @app.command()
 def dev(
     no_traffic: Annotated[bool, typer.Option("--no-traffic", help="Do not start the traffic generator.")] = False,
-    gateway_port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
-    ui_port: Annotated[int, typer.Option(help="Dagster UI port.")] = 3000,
+    gateway_port: Annotated[Optional[int], typer.Option(help="Gateway port [default: GATEWAY_PORT, 8000].")] = None,
+    ui_port: Annotated[Optional[int], typer.Option(help="Dagster UI port [default: DAGSTER_UI_PORT, 3000].")] = None,
 ) -> None:
     """Run the whole local stack in the foreground until Ctrl-C."""
     from ingest_platform.devstack import DevStack
 
-    raise typer.Exit(DevStack(get_settings(), gateway_port, ui_port, traffic=not no_traffic).run())
+    settings = get_settings()
+    stack = DevStack(settings, gateway_port or settings.gateway_port, ui_port or settings.dagster_ui_port,
+                     traffic=not no_traffic)
+    raise typer.Exit(stack.run())
 
 
 @app.command()
@@ -162,10 +165,20 @@ def traffic(
 
 
 @app.command("settings")
-def show_settings() -> None:
+def show_settings(
+    markdown: Annotated[bool, typer.Option("--markdown", help="As the README's Markdown table.")] = False,
+) -> None:
     """Print every setting (environment variable), its default and what it does."""
-    for name, info in Settings.model_fields.items():
-        typer.echo(f"{name.upper()}\t{info.default}\t{info.description}")
+    from ingest_platform.settings import settings_table
+
+    rows = settings_table()
+    if markdown:
+        typer.echo("| Variable | Default | What it does |\n|---|---|---|")
+        for name, default, description in rows:
+            typer.echo(f"| `{name}` | `{default}` | {description} |")
+        return
+    for row in rows:
+        typer.echo("\t".join(row))
 
 
 def main() -> None:
