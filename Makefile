@@ -1,19 +1,15 @@
-# Quick start: `make run` (the whole platform) and `make test` (the test suite).
-# Both create .venv and install everything on first use.
-.PHONY: run test bench venv clean
+# Aliases for the quick-start scripts (scripts/run and scripts/test work without make).
+.PHONY: run test bench clean
 ARGS ?=
 
-venv:
-	@scripts/bootstrap.sh
+run:
+	scripts/run $(ARGS)
 
-run: venv
-	.venv/bin/ingest-platform dev $(ARGS)
+test:
+	scripts/test $(ARGS)
 
-test: venv
-	.venv/bin/python -m pytest -q
-
-bench: venv
-	.venv/bin/python -m bench
+bench:
+	scripts/bootstrap.sh && .venv/bin/python -m bench
 
 clean:
 	rm -rf .venv .pytest_cache

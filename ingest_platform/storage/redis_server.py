@@ -53,6 +53,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     appendfsync: str = "everysec"
     maxmemory: str = "0"
+    binary: str | None = None  # default: find_redis_server()
     process: subprocess.Popen | None = None
 
     @property
@@ -61,7 +62,7 @@ class RedisServer:
 
     def command(self) -> list[str]:
         return [
-            find_redis_server(),
+            self.binary or find_redis_server(),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.directory),
