@@ -96,6 +96,62 @@ class Settings(BaseSettings):
         default=20_000,
         description="Most stream entries one drain reads (memory is O(this), never O(backlog)).",
     )
+    drain_retention_hours: float = Field(
+        default=24,
+        description="Drained entries stay in Redis this long for `ingest-platform replay`; they are "
+        "trimmed (XTRIM MINID) only once older than this AND below the committed drain cursor, "
+        "never before their Parquet file is durable.",
+    )
+    compaction_grace_minutes: float = Field(
+        default=10,
+        description="An ingestion hour is compacted (its small files rewritten into few large ones) "
+        "this long after it closes, once every stream feeding it is drained past it.",
+    )
+    compaction_target_rows: int = Field(
+        default=2_000_000, description="Most rows in one compacted file."
+    )
+    retired_files_grace_minutes: float = Field(
+        default=15,
+        description="Files replaced by compaction stay readable (under lake/.pinned/) this long, "
+        "for queries and warehouse connections opened before the swap.",
+    )
+    maintenance_interval_seconds: int = Field(
+        default=60, description="How often the lake maintenance sensor compacts, trims and cleans."
+    )
+
+    # --- data quality (validation, dead letters) ---------------------------------------------
+    max_event_ahead_seconds: int = Field(
+        default=300,
+        description="A `timestamp` more than this far ahead of the event's `received_at` is a "
+        "dead letter (client clock skew).",
+    )
+    max_event_age_hours: int = Field(
+        default=720,
+        description="A `timestamp` older than this, measured back from the event's `received_at` "
+        "(never from now, so a retried drain decides the same way), is a dead letter.",
+    )
+    dead_letter_rate_warn: float = Field(
+        default=0.01,
+        description="The `dead_letter_rate` asset check warns when more than this share of a "
+        "batch's events of one type are dead letters.",
+    )
+    dead_letter_rate_fail: float = Field(
+        default=0.10,
+        description="The `dead_letter_rate` asset check fails when more than this share of a "
+        "batch's events of one type are dead letters.",
+    )
+
+    # --- downstream (enrichment, aggregates, features) -----------------------------------
+    downstream_refresh_cron: str = Field(
+        default="*/5 * * * *",
+        description="Cadence (cron, UTC) at which downstream assets whose inputs changed are rebuilt: "
+        "the hour in progress at most this often, a closed hour once more after its last change.",
+    )
+    downstream_lookback_hours: int = Field(
+        default=48,
+        description="Hour/day partitions older than this are not rebuilt automatically (late data "
+        "for them is handled by the late_events sensor; backfills from the UI or CLI).",
+    )
 
     # --- Dagster UI ----------------------------------------------------------------------
     dagster_ui_host: str = Field(default="127.0.0.1", description="Dagster webserver bind address.")

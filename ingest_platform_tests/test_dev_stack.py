@@ -44,6 +44,25 @@ def _count(env: dict[str, str]) -> int:
     return int(result.stdout.splitlines()[-1]) if result.returncode == 0 else 0
 
 
+UI_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { ... on RepositoryLocation {
+    repositories { sensors { name sensorState { status } } assetNodes { assetKey { path } } } } } } } }
+  assetOrError(assetKey: {path: ["user_interactions"]}) {
+    ... on Asset { assetMaterializations(limit: 5) { partition } } } }
+"""
+
+
+def _ui_state(ui_port: int) -> dict:
+    response = httpx.post(f"http://127.0.0.1:{ui_port}/graphql", json={"query": UI_QUERY}, timeout=10)
+    data = response.json()["data"]
+    repository = data["workspaceOrError"]["locationEntries"][0]["locationOrLoadError"]["repositories"][0]
+    return {
+        "sensors": {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]},
+        "assets": {"/".join(n["assetKey"]["path"]) for n in repository["assetNodes"]},
+        "materialized_partitions": [m["partition"] for m in data["assetOrError"]["assetMaterializations"]],
+    }
+
+
 def test_dev_stack_lands_an_event_and_stops_every_child(tmp_path):
     gateway_port, ui_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
@@ -66,6 +85,13 @@ def test_dev_stack_lands_an_event_and_stops_every_child(tmp_path):
                               headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 202, response.text
         _wait_for(lambda: _count(env) == 1, 60, "the event in DuckDB")
+
+        ui = _wait_for(lambda: (state := _ui_state(ui_port))["materialized_partitions"] and state, 30,
+                       "the materialisation in the Dagster UI")
+        assert ui["sensors"]["drain_event_streams"] == "RUNNING"
+        assert {"user_interactions", "feedback_events", "dead_letter_events"} <= ui["assets"]
+        this_hour = time.strftime("%Y-%m-%d-%H:00", time.gmtime())
+        assert ui["materialized_partitions"][0] in {this_hour, time.strftime("%Y-%m-%d-%H:00", time.gmtime(time.time() - 60))}
     finally:
         descendants = descendants or psutil.Process(stack.pid).children(recursive=True)
         stack.send_signal(signal.SIGINT)

@@ -28,7 +28,8 @@ def test_event_posted_over_http_is_queryable_in_duckdb(gateway, api_key, platfor
     resources = resources_from_settings(get_settings())
     with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance, resources=resources) as context:
         result = drain_event_streams(context)
-        landed = [e for e in result.asset_events if e.asset_key == dg.AssetKey("user_interactions")]
+        landed = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)
+                  and e.asset_key == dg.AssetKey("user_interactions")]
         assert len(landed) == 1 and landed[0].metadata["dagster/row_count"].value == 1
         assert dg.materialize([warehouse_views], resources=resources, instance=instance).success
 

@@ -16,6 +16,12 @@ keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API k
 warehouse_app = typer.Typer(no_args_is_help=True, help="The DuckDB warehouse.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(warehouse_app, name="warehouse")
+from ingest_platform.cli.dlq import dlq_app  # noqa: E402  (sub-app, registered like the others)
+app.add_typer(dlq_app, name="dlq")
+from ingest_platform.cli.features import features_app  # noqa: E402
+app.add_typer(features_app, name="features")
+from ingest_platform.cli.replay import replay  # noqa: E402
+app.command("replay")(replay)
 
 
 def _redis():
@@ -46,11 +52,9 @@ def gateway(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Run the HTTP/WebSocket gateway alone."""
-    import uvicorn
+    from ingest_platform.gateway.server import run
 
-    settings = get_settings()
-    uvicorn.run("ingest_platform.gateway.app:app_from_env", factory=True, host=host or settings.gateway_host,
-                port=port or settings.gateway_port, workers=workers, log_level="warning", access_log=False)
+    run(get_settings(), host, port, workers)
 
 
 class OutputFormat(str, Enum):
@@ -110,12 +114,15 @@ def warehouse_refresh() -> None:
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who the key is for, e.g. ios-app.")],
     scopes: Annotated[Optional[list[str]], typer.Option("--scopes", help="Repeat for each scope (default: all).")] = None,
+    expires_in: Annotated[Optional[float], typer.Option("--expires-in", help="Seconds until the key expires (default: never).")] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Events/s limit for this key (default: GATEWAY_RATE_PER_SECOND).")] = None,
+    burst: Annotated[Optional[int], typer.Option("--burst", help="Burst for this key (default: GATEWAY_RATE_BURST).")] = None,
 ) -> None:
     """Create a key; the key is the last line of output and is shown only once."""
     from ingest_platform.storage.api_keys import create_key
 
     try:
-        key, record = create_key(_redis(), name, scopes)
+        key, record = create_key(_redis(), name, scopes, expires_in_seconds=expires_in, rate_per_second=rate, burst=burst)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
@@ -129,8 +136,7 @@ def keys_list() -> None:
     from ingest_platform.storage.api_keys import list_keys
 
     for record in list_keys(_redis()):
-        state = "active" if record.active else "revoked" if record.revoked_at else "expired"
-        typer.echo(f"{record.key_id}\t{record.name}\t{','.join(record.scopes)}\t{state}")
+        typer.echo(f"{record.key_id}\t{record.name}\t{','.join(record.scopes)}\t{record.state}")
 
 
 @keys_app.command("revoke")

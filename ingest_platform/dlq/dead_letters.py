@@ -6,8 +6,7 @@ import polars as pl
 import pyarrow as pa
 
 from ingest_platform.contract import DEAD_LETTER_SCHEMA
-
-PENDING = "pending"
+from ingest_platform.dlq.lineage import PENDING  # files always say pending; the view derives the status
 
 
 def dead_letter_table(rejected: pl.DataFrame, event_type: str, rejected_by: str) -> pa.Table:

@@ -1,12 +1,15 @@
 """Turning a request body into accepted stream records and per-event rejections.
 
-The gateway rejects only what cannot be an event (malformed JSON, not an object, unknown or missing
-type, wrong JSON types, unknown fields, size limits). Value-level quality (enums, ranges, clock
-skew, empty ids) is validation's job downstream, unless `strict` asks for it here too.
+The gateway rejects only what cannot be an event (malformed JSON, invalid UTF-8, not an object,
+unknown or missing type, wrong JSON types, unknown fields, size and depth limits). Value-level
+quality (enums, ranges, clock skew, empty or over-long ids) is validation's job downstream, unless
+`strict` asks for it here too. Pure functions: no I/O, shared by HTTP and WebSocket.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,18 +17,13 @@ from datetime import datetime, timezone
 import msgspec
 import uuid_utils
 
-from ingest_platform.contract import (
-    EVENT_TYPES,
-    EventType,
-    StreamEntry,
-    StreamEvent,
-)
+from ingest_platform.contract import EVENT_TYPES, MAX_ID_LENGTH, EventType, StreamEntry, StreamEvent
+from ingest_platform.validation import rules
 
 _object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _payload_decoders = {name: msgspec.json.Decoder(t.payload) for name, t in EVENT_TYPES.items()}
-_CONTROL = {c: None for c in range(0x20)} | {0x7F: None}
-
+_CONTROL = {c: None for c in range(0x20)} | {c: None for c in range(0x7F, 0xA0)}
 
 class BodyError(Exception):
     """The request as a whole cannot be read: nothing in it is accepted."""
@@ -44,25 +42,45 @@ class Rejection:
 
 @dataclass
 class ParsedBatch:
+    size: int = 0  # events in the request (accepted + rejected): the rate-limit cost
     accepted: dict[str, list[StreamEvent]] = field(default_factory=dict)  # event type -> events
     order: list[tuple[int, str]] = field(default_factory=list)  # (index, event_id) of accepted
     rejected: list[Rejection] = field(default_factory=list)
+    accepted_by_type: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Limits:
     max_batch_events: int
     max_event_bytes: int
+    max_body_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What this gateway lets through beyond the contract's shape."""
+
+    enabled_types: frozenset[str]
+    strict: bool = False
 
 
 def split_body(body: bytes, limits: Limits) -> list[msgspec.Raw]:
     """The raw events of a body holding one event or {"events": [...]}."""
+    if len(body) > limits.max_body_bytes:
+        raise BodyError(413, "body_too_large", f"a request body is at most {limits.max_body_bytes} bytes")
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BodyError(400, "invalid_utf8", f"body is not valid UTF-8: {exc.reason} at byte {exc.start}")
     try:
         top = _object_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise BodyError(400, "not_an_object", f"body must be a JSON object: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise BodyError(400, "malformed_json", f"body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BodyError(400, "too_deep", "body nests JSON too deeply") from None
     if "events" not in top:
         return [msgspec.Raw(body)]
     if len(top) != 1:
@@ -78,26 +96,32 @@ def split_body(body: bytes, limits: Limits) -> list[msgspec.Raw]:
     return events
 
 
-def parse_events(raws: list[msgspec.Raw], key_scopes: frozenset[str], limits: Limits,
-                 enabled_types: frozenset[str]) -> ParsedBatch:
-    batch = ParsedBatch()
+def parse_events(raws: list[msgspec.Raw], key_scopes: frozenset[str] | list[str], limits: Limits,
+                 policy: Policy, received_at: datetime | None = None) -> ParsedBatch:
+    """Accept or reject each raw event; accepted ones are sanitised and stamped with an event_id."""
+    batch = ParsedBatch(size=len(raws))
+    accepted, order, rejected = batch.accepted, batch.order, batch.rejected
+    permitted: set[str] = set()  # event types that passed the policy check in this request
+    strict_now = (received_at or datetime.now(timezone.utc)) if policy.strict else None
     for index, raw in enumerate(raws):
         try:
             event_type, payload = _decode_event(raw, limits)
+            name = event_type.name
+            if name not in permitted:
+                _check_policy(event_type, key_scopes, policy)
+                permitted.add(name)
+            record = to_stream_event(event_type, payload, raw)
+            if strict_now is not None:
+                _check_values(event_type, record, strict_now)
         except _Rejected as exc:
-            batch.rejected.append(Rejection(index, exc.code, exc.message))
+            rejected.append(Rejection(index, exc.code, exc.message))
             continue
-        if event_type.name not in enabled_types:
-            batch.rejected.append(Rejection(index, f"{event_type.dataset}_disabled",
-                                            f"{event_type.name} ingestion is switched off on this platform"))
-            continue
-        if event_type.name not in key_scopes:
-            batch.rejected.append(Rejection(index, "forbidden_event_type",
-                                            f"this API key may not send {event_type.name}"))
-            continue
-        record = to_stream_event(event_type, payload, raw)
-        batch.accepted.setdefault(event_type.name, []).append(record)
-        batch.order.append((index, record.event_id))
+        events = accepted.get(name)
+        if events is None:
+            events = accepted[name] = []
+        events.append(record)
+        order.append((index, record.event_id))
+    batch.accepted_by_type = {name: len(events) for name, events in accepted.items()}
     return batch
 
 
@@ -106,32 +130,128 @@ class _Rejected(Exception):
         self.code, self.message = code, message
 
 
+# One decode for the common case: an object with one optional field per event type. Anything it
+# refuses goes through `_classify`, which names the exact problem.
+# UNSET (not None) as the default, so a present `null` (or a second key) never slips through.
+_Envelope = msgspec.defstruct(
+    "_Envelope", [(name, t.payload | msgspec.UnsetType, msgspec.UNSET) for name, t in EVENT_TYPES.items()],
+    forbid_unknown_fields=True)
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
 def _decode_event(raw: msgspec.Raw, limits: Limits) -> tuple[EventType, msgspec.Struct]:
     if len(raw) > limits.max_event_bytes:
         raise _Rejected("event_too_large", f"an event is at most {limits.max_event_bytes} bytes")
     try:
+        envelope = _envelope_decoder.decode(raw)
+    except (msgspec.ValidationError, RecursionError):
+        return _classify(raw)
+    found = [(name, payload) for name in EVENT_TYPES if (payload := getattr(envelope, name)) is not msgspec.UNSET]
+    if len(found) != 1:
+        return _classify(raw)
+    name, payload = found[0]
+    return EVENT_TYPES[name], payload
+
+
+def _classify(raw: msgspec.Raw) -> tuple[EventType, msgspec.Struct]:
+    """The slow path: decode step by step to say precisely what is wrong."""
+    try:
         wrapper = _object_decoder.decode(raw)
     except msgspec.ValidationError:
-        raise _Rejected("not_an_object", "an event is a JSON object like {\"user_interaction\": {...}}")
+        raise _Rejected("not_an_object", 'an event is a JSON object like {"user_interaction": {...}}')
+    except RecursionError:
+        raise _Rejected("too_deep", "the event nests JSON too deeply")
     if len(wrapper) != 1:
         raise _Rejected("unknown_event_type", f"an event has exactly one key, one of {sorted(EVENT_TYPES)}")
     (name, inner), = wrapper.items()
     if name not in EVENT_TYPES:
-        raise _Rejected("unknown_event_type", f"unknown event type {name!r}; expected one of {sorted(EVENT_TYPES)}")
+        raise _Rejected("unknown_event_type", f"unknown event type {name[:64]!r}; expected one of {sorted(EVENT_TYPES)}")
     try:
-        return EVENT_TYPES[name], _payload_decoders[name].decode(inner)
+        payload = _payload_decoders[name].decode(inner)
     except msgspec.ValidationError as exc:
         raise _Rejected("invalid_field", f"{name}: {exc}")
+    except RecursionError:
+        raise _Rejected("too_deep", "the event nests JSON too deeply")
+    return EVENT_TYPES[name], payload
+
+
+def _check_policy(event_type: EventType, key_scopes, policy: Policy) -> None:
+    if event_type.name not in policy.enabled_types:
+        raise _Rejected(f"{event_type.dataset}_disabled",
+                        f"{event_type.name} ingestion is switched off on this platform")
+    if event_type.name not in key_scopes:
+        raise _Rejected("forbidden_event_type", f"this API key may not send {event_type.name}")
+
+
+def _check_values(event_type: EventType, record: StreamEvent, received_at: datetime) -> None:
+    """Strict mode: every value-level problem of one event, reported together as `check: message`.
+
+    The rules are validation's (`validation.rules`: the same enums, ranges, id charset and clock
+    limits the drain applies with pandera), so strict mode rejects what would become a dead letter.
+    """
+    problems = []
+    fields = record.fields
+    name = event_type.name
+    for column in _ID_COLUMNS[name]:
+        value = record.event_id if column == "event_id" else fields.get(column)
+        if not 1 <= len(value) <= MAX_ID_LENGTH:
+            problems.append(f"{rules.ID_LENGTH}: {column} must be 1-{MAX_ID_LENGTH} characters after trimming")
+        elif not _ID_CHARSET.match(value):
+            problems.append(f"{rules.ID_CHARSET}: {column} may hold only {rules.ID_CHARSET_TEXT}")
+    for column, allowed in rules.ENUM_COLUMNS.items():
+        if column in fields and fields[column] not in allowed:
+            problems.append(f"{rules.enum_check(column)}: {column} must be one of {list(allowed)}")
+    if "rating" in fields and fields.get("feedback_type") in rules.RATING_RANGES:
+        low, high = rules.RATING_RANGES[fields["feedback_type"]]
+        if not low <= fields["rating"] <= high:
+            problems.append(f"{rules.RATING_IN_RANGE}: {fields['feedback_type']} ratings are {low:g}-{high:g}")
+    quality = _quality_rules()
+    for column in _TIMESTAMP_FIELDS[name]:
+        try:
+            instant = datetime.fromisoformat(fields[column])
+        except ValueError:
+            problems.append(f"{rules.TIMESTAMP_PARSEABLE}: {column} is not an ISO 8601 timestamp")
+            continue
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=timezone.utc)
+        if instant > received_at + quality.max_ahead:
+            problems.append(f"{rules.TIMESTAMP_NOT_AHEAD}: {column} is more than "
+                            f"{quality.max_ahead.total_seconds():g} s ahead of the server clock")
+        elif instant < received_at - quality.max_age:
+            problems.append(f"{rules.TIMESTAMP_WITHIN_HORIZON}: {column} is more than {quality.max_age} old")
+    if problems:
+        raise _Rejected("invalid_value", "; ".join(problems))
+
+
+@functools.lru_cache(maxsize=1)
+def _quality_rules() -> rules.QualityRules:
+    return rules.QualityRules.from_settings()
+
+
+_ID_COLUMNS = {name: rules.id_columns(name) for name in EVENT_TYPES}
+_ID_CHARSET = re.compile(rules.ID_CHARSET_PATTERN)
+
+
+# (field name, is a timestamp) per event type. Computed once: the contract's properties re-read the
+# struct's annotations on every call, which would dominate the per-event cost.
+_FIELD_PLANS = {
+    name: tuple((f, f in t.timestamp_fields) for f in t.payload_fields) for name, t in EVENT_TYPES.items()
+}
+_TIMESTAMP_FIELDS = {name: t.timestamp_fields for name, t in EVENT_TYPES.items()}
 
 
 def to_stream_event(event_type: EventType, payload: msgspec.Struct, raw: msgspec.Raw) -> StreamEvent:
-    fields = {}
-    for name in event_type.payload_fields:
-        value = getattr(payload, name)
-        if isinstance(value, str):
-            value = normalise_timestamp(value) if name in event_type.timestamp_fields else sanitise(value)
-        fields[name] = value
-    event_id = sanitise(payload.event_id) if payload.event_id else str(uuid_utils.uuid7())
+    # JSON forbids raw control characters in strings, so ASCII without escapes or DEL holds no
+    # control character and is already NFC: its strings only need trimming.
+    data = bytes(raw)
+    clean = str.strip if data.isascii() and b"\\" not in data and b"\x7f" not in data else sanitise
+    fields = msgspec.structs.asdict(payload)
+    event_id = fields.pop("event_id")
+    for name, is_timestamp in _FIELD_PLANS[event_type.name]:
+        value = fields[name]
+        if value.__class__ is str:
+            fields[name] = normalise_timestamp(value) if is_timestamp else clean(value)
+    event_id = clean(event_id) if event_id is not None else str(uuid_utils.uuid7())
     return StreamEvent(event_id=event_id, fields=fields, raw=raw)
 
 
@@ -139,21 +259,33 @@ def sanitise(value: str) -> str:
     """NFC, no control characters, no surrounding whitespace.
 
     Ids longer than MAX_ID_LENGTH are not truncated (that could merge two ids): validation turns
-    them into dead letters with the reason.
+    them into dead letters with the reason (strict mode rejects them here).
     """
+    if value.isascii() and value.isprintable():  # the common case: nothing to normalise
+        return value.strip()
     return unicodedata.normalize("NFC", value).translate(_CONTROL).strip()
+
+
+_timestamp_cache: dict[str, str] = {}
 
 
 def normalise_timestamp(value: str) -> str:
     """ISO 8601 in UTC (`...Z`); a value that does not parse is kept for validation to reject."""
-    value = value.strip()
+    cached = _timestamp_cache.get(value)
+    if cached is not None:
+        return cached
+    stripped = value.strip()
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(stripped)
     except ValueError:
-        return value
+        return stripped
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)  # documented: an instant without offset is UTC
-    return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    normalised = parsed.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if len(_timestamp_cache) > 4096:  # clients in one batch share timestamps; keep the cache small
+        _timestamp_cache.clear()
+    _timestamp_cache[value] = normalised
+    return normalised
 
 
 def stream_entries(batch: ParsedBatch, received_at: str, api_key_id: str) -> list[tuple[str, StreamEntry]]:
@@ -161,3 +293,18 @@ def stream_entries(batch: ParsedBatch, received_at: str, api_key_id: str) -> lis
         (EVENT_TYPES[name].stream, StreamEntry(name, received_at, api_key_id, events))
         for name, events in batch.accepted.items()
     ]
+
+
+def results(batch: ParsedBatch) -> list[dict]:
+    """Per-event results in request order."""
+    out: list[dict | None] = [None] * batch.size
+    for index, event_id in batch.order:
+        out[index] = {"index": index, "status": "accepted", "event_id": event_id}
+    for r in batch.rejected:
+        out[r.index] = {"index": r.index, "status": "rejected", "code": r.code, "reason": r.message}
+    return out  # type: ignore[return-value]
+
+
+def rejected_status(batch: ParsedBatch) -> int:
+    """Status of a request with nothing accepted: 403 when only scopes stood in the way, else 422."""
+    return 403 if all(r.code == "forbidden_event_type" for r in batch.rejected) else 422

@@ -28,11 +28,21 @@ class ApiKeyRecord(msgspec.Struct):
     created_at: float
     revoked_at: float | None = None
     expires_at: float | None = None
+    rate_per_second: float | None = None  # None: the gateway's default (settings)
+    burst: int | None = None
+
+    @property
+    def state(self) -> str:
+        """active, revoked or expired."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= time.time():
+            return "expired"
+        return "active"
 
     @property
     def active(self) -> bool:
-        now = time.time()
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+        return self.state == "active"
 
 
 _encode = msgspec.json.Encoder().encode
@@ -52,7 +62,8 @@ def split_key(key: str) -> str | None:
 
 
 def create_key(client: redis.Redis, name: str, scopes: list[str] | None = None,
-               expires_in_seconds: float | None = None) -> tuple[str, ApiKeyRecord]:
+               expires_in_seconds: float | None = None, rate_per_second: float | None = None,
+               burst: int | None = None) -> tuple[str, ApiKeyRecord]:
     """Store a new key; returns (the key, shown once; its record)."""
     scopes = list(scopes or ALL_SCOPES)
     unknown = sorted(set(scopes) - set(ALL_SCOPES))
@@ -64,6 +75,7 @@ def create_key(client: redis.Redis, name: str, scopes: list[str] | None = None,
     record = ApiKeyRecord(
         key_id=key_id, name=name, key_hash=hash_secret(key), scopes=scopes, created_at=now,
         expires_at=now + expires_in_seconds if expires_in_seconds else None,
+        rate_per_second=rate_per_second, burst=burst,
     )
     client.hset(KEYS_HASH, key_id, _encode(record))
     return key, record
@@ -73,11 +85,15 @@ def get_record(raw: bytes | None) -> ApiKeyRecord | None:
     return _decode(raw) if raw else None
 
 
-def verify(record: ApiKeyRecord | None, key: str) -> bool:
-    """Constant-time check of `key` against its stored hash; False for unknown or inactive keys."""
+def matches(record: ApiKeyRecord | None, key: str) -> bool:
+    """Constant-time check of `key` against its stored hash (whatever the key's state)."""
     expected = record.key_hash if record else "0" * 64
-    ok = hmac.compare_digest(expected, hash_secret(key))
-    return ok and record is not None and record.active
+    return hmac.compare_digest(expected, hash_secret(key)) and record is not None
+
+
+def verify(record: ApiKeyRecord | None, key: str) -> bool:
+    """True only for a matching, active key."""
+    return matches(record, key) and record.active
 
 
 def list_keys(client: redis.Redis) -> list[ApiKeyRecord]:
@@ -92,3 +108,8 @@ def revoke_key(client: redis.Redis, key_id: str) -> bool:
     record.revoked_at = record.revoked_at or time.time()
     client.hset(KEYS_HASH, key_id, _encode(record))
     return True
+
+
+async def fetch_record(client, key_id: str) -> ApiKeyRecord | None:
+    """The record of `key_id` through an async (redis.asyncio) client; None when unknown."""
+    return get_record(await client.hget(KEYS_HASH, key_id))

@@ -151,3 +151,79 @@ class DrainLog:
         except redis.ResponseError:  # no such stream yet
             return None
         return int(info.get("entries-added", info.get("length", 0)))
+
+    def trim_below(self, stream: str, min_id: str) -> int:
+        """XTRIM MINID: drop entries with ids below `min_id` (callers decide what is safe)."""
+        return int(self.client.xtrim(stream, minid=min_id, approximate=False))
+
+
+@dataclass(frozen=True)
+class ConsumerLag:
+    """How far the drain is behind one stream."""
+
+    stream: str
+    entries: int  # appended but not yet committed to the lake
+    seconds: float  # age of the oldest undrained entry (0 when nothing is waiting)
+
+
+async def consumer_lag_async(client: aioredis.Redis, streams: list[str]) -> list[ConsumerLag]:
+    """Drain lag per stream, for the gateway's gauge: entries-added minus drained, and the age of
+    the first entry after the committed cursor. Two round trips."""
+    async with client.pipeline(transaction=False) as pipe:
+        for stream in streams:
+            pipe.xinfo_stream(stream)
+        pipe.hmget(DRAINED_KEY, streams)
+        pipe.hmget(CURSORS_KEY, streams)
+        *infos, drained, cursors = await pipe.execute(raise_on_error=False)
+    async with client.pipeline(transaction=False) as pipe:
+        for stream, cursor in zip(streams, cursors):
+            pipe.xrange(stream, min=f"({(cursor or b'0-0').decode()}", max="+", count=1)
+        oldest = await pipe.execute()
+    now = time.time()
+    lags = []
+    for stream, info, done, first in zip(streams, infos, drained, oldest):
+        if isinstance(info, Exception):  # no such stream yet
+            lags.append(ConsumerLag(stream, 0, 0.0))
+            continue
+        added = int(info.get("entries-added", info.get("length", 0)))
+        seconds = max(0.0, now - entry_ms(first[0][0]) / 1000) if first else 0.0
+        lags.append(ConsumerLag(stream, max(0, added - int(done or 0)), seconds))
+    return lags
+
+
+# --- async readers for the gateway (backpressure and the backlog gauge) -------------------------
+
+
+@dataclass(frozen=True)
+class BufferState:
+    """What the gateway needs to know about the buffer, read in one round trip."""
+
+    backlog: int  # undrained entries over the streams (entries-added minus drained)
+    used_memory: int
+    maxmemory: int  # 0: no limit configured
+    eviction_policy: str
+
+
+async def buffer_state_async(client: aioredis.Redis, streams: list[str]) -> BufferState:
+    """Backlog of `streams` (as `DrainLog.lag` counts it) and Redis memory, in one pipeline."""
+    async with client.pipeline(transaction=False) as pipe:
+        for stream in streams:
+            pipe.xinfo_stream(stream)
+        pipe.hmget(DRAINED_KEY, streams)
+        pipe.info("memory")
+        replies = await pipe.execute(raise_on_error=False)
+    *infos, drained, memory = replies
+    if isinstance(memory, Exception):
+        raise memory
+    if isinstance(drained, Exception):
+        raise drained
+    backlog = 0
+    for info, done in zip(infos, drained):
+        if isinstance(info, redis.ResponseError):  # no such stream yet
+            continue
+        if isinstance(info, Exception):
+            raise info
+        added = int(info.get("entries-added", info.get("length", 0)))
+        backlog += max(0, added - int(done or 0))
+    return BufferState(backlog, int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)),
+                       str(memory.get("maxmemory_policy", "")))

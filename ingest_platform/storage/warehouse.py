@@ -15,7 +15,8 @@ import duckdb
 import pyarrow as pa
 
 from ingest_platform.contract import DEAD_LETTER_DATASET, DEAD_LETTER_SCHEMA, EVENT_TYPES
-from ingest_platform.storage.lake import dataset_files, dataset_glob
+from ingest_platform.dlq.lineage import DEAD_LETTER_REPLAY_SCHEMA, DEAD_LETTER_REPLAYS_DATASET
+from ingest_platform.storage.lake import dataset_files, warehouse_files, warehouse_refresh_lock
 
 # A view over one hive-partitioned dataset. Types of the partition columns are pinned so the view's
 # schema does not depend on which directories happen to exist.
@@ -26,11 +27,60 @@ SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = tru
 """
 
 
+# dead_letter_events: the dead-letter files plus each letter's replay status, derived from the
+# replay records (dlq/lineage.py) and from where the replayed entry landed, since Parquet files are
+# never rewritten. Built after the datasets it joins (lake_datasets() lists it last).
+DEAD_LETTER_VIEW_SQL = """
+CREATE OR REPLACE VIEW {view} AS
+WITH letters AS (
+  SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true,
+                             hive_types = {{'date': DATE, 'hour': INTEGER}})
+),
+landed AS ({landed}),
+replays AS (SELECT * FROM dead_letter_replays WHERE outcome IS NULL),
+latest_replay AS (
+  SELECT * FROM replays
+  QUALIFY row_number() OVER (PARTITION BY letter_stream_id ORDER BY replayed_at DESC, replay_id DESC) = 1
+),
+landed_replays AS (SELECT DISTINCT stream_id FROM landed
+                   WHERE stream_id IN (SELECT replayed_stream_id FROM replays)),
+valid_replayed_ids AS (SELECT DISTINCT event_id FROM landed
+                       WHERE event_id IN (SELECT event_id FROM replays)),
+failed_identically AS (SELECT DISTINCT replayed_stream_id FROM dead_letter_replays
+                       WHERE outcome = 'failed_again')
+SELECT letters.* REPLACE (
+         CASE WHEN r.letter_stream_id IS NULL THEN 'pending'
+              WHEN ok.stream_id IS NOT NULL THEN 'succeeded'
+              WHEN v.event_id IS NOT NULL THEN 'already_valid'
+              WHEN again.stream_id IS NOT NULL OR same.replayed_stream_id IS NOT NULL THEN 'failed_again'
+              ELSE 'replayed' END AS replay_status),
+       r.replay_id, r.replayed_at, r.fix AS replay_fix, r.replayed_stream_id,
+       row_number() OVER (PARTITION BY letters.event_id ORDER BY
+         split_part(letters.stream_id, '-', 1)::BIGINT DESC,
+         split_part(split_part(letters.stream_id, '-', 2), '/', 1)::BIGINT DESC,
+         split_part(letters.stream_id, '/', 2)::BIGINT DESC) = 1 AS is_latest_letter
+FROM letters
+LEFT JOIN latest_replay r ON r.letter_stream_id = letters.stream_id
+LEFT JOIN landed_replays ok ON ok.stream_id = r.replayed_stream_id
+LEFT JOIN valid_replayed_ids v ON v.event_id = letters.event_id AND r.letter_stream_id IS NOT NULL
+LEFT JOIN (SELECT DISTINCT stream_id FROM letters) again ON again.stream_id = r.replayed_stream_id
+LEFT JOIN failed_identically same ON same.replayed_stream_id = r.replayed_stream_id
+"""
+
+
 def lake_datasets() -> dict[str, pa.Schema]:
     """Every dataset the warehouse exposes, with the schema it has before any file exists."""
     datasets = {t.dataset: t.arrow_schema for t in EVENT_TYPES.values()}
-    datasets[DEAD_LETTER_DATASET] = DEAD_LETTER_SCHEMA
+    datasets[DEAD_LETTER_REPLAYS_DATASET] = DEAD_LETTER_REPLAY_SCHEMA
+    datasets[DEAD_LETTER_DATASET] = DEAD_LETTER_SCHEMA  # last: its view joins the ones above
     return datasets
+
+
+def _lake_view_sql(dataset: str, glob: str) -> str:
+    if dataset == DEAD_LETTER_DATASET:
+        landed = " UNION ALL ".join(f"SELECT event_id, stream_id FROM {t.dataset}" for t in EVENT_TYPES.values())
+        return DEAD_LETTER_VIEW_SQL.format(view=dataset, glob=glob, landed=landed)
+    return LAKE_VIEW_SQL.format(view=dataset, glob=glob)
 
 
 def _empty_with_partitions(schema: pa.Schema) -> pa.Table:
@@ -42,14 +92,23 @@ def build_warehouse(con: duckdb.DuckDBPyConnection, lake: Path) -> list[str]:
     """Create one view (or, before its first file, an empty typed table) per dataset."""
     created = []
     for dataset, schema in lake_datasets().items():
-        if dataset_files(lake, dataset):
-            glob = duckdb_string(dataset_glob(lake, dataset))
-            con.execute(LAKE_VIEW_SQL.format(view=dataset, glob=glob))
+        # The view lists its files (the lake's pinned snapshot) instead of globbing: a glob is
+        # expanded when a query starts, so a query racing compaction could see an hour's small
+        # files and their compacted replacement, or neither; a listed snapshot is swapped
+        # atomically with this file (see docs/drain.md, "Compaction").
+        files = warehouse_files(lake, dataset)
+        if files:
+            glob = "[" + ", ".join(duckdb_string(str(f)) for f in files) + "]"
+            con.execute(_lake_view_sql(dataset, glob))
         else:
             con.register("empty_dataset", _empty_with_partitions(schema))
             con.execute(f"CREATE OR REPLACE TABLE {dataset} AS SELECT * FROM empty_dataset")
             con.unregister("empty_dataset")
         created.append(dataset)
+    # Derived datasets (reference, enriched, aggregates, features) are registered by processing/.
+    from ingest_platform.processing.views import build_derived_views
+
+    created += build_derived_views(con, lake)
     return created
 
 
@@ -57,14 +116,17 @@ def refresh_warehouse(warehouse: Path, lake: Path) -> list[str]:
     """Rebuild the warehouse file beside the old one and atomically put it in place."""
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     tmp = warehouse.parent / f".{warehouse.name}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
-    try:
-        created = build_warehouse(con, lake)
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
-    os.replace(tmp, warehouse)
+    # One refresh at a time (the drain and maintenance sensors both refresh): a refresh that listed
+    # the lake earlier must not rename its older snapshot over a newer one.
+    with warehouse_refresh_lock(lake):
+        tmp.unlink(missing_ok=True)
+        con = duckdb.connect(str(tmp))
+        try:
+            created = build_warehouse(con, lake)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, warehouse)
     return created
 
 
@@ -74,10 +136,12 @@ def warehouse_is_current(warehouse: Path, lake: Path) -> bool:
         return False
     with connect_read_only(warehouse) as con:
         kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
+    from ingest_platform.processing.views import derived_views_current
+
     return all(
         kinds.get(name) == "VIEW" or (kinds.get(name) and not dataset_files(lake, name))
         for name in lake_datasets()
-    )
+    ) and derived_views_current(kinds, lake)
 
 
 def connect_read_only(warehouse: Path) -> duckdb.DuckDBPyConnection:

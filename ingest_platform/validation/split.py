@@ -1,4 +1,8 @@
-"""Split a batch into valid rows and rejected rows, each rejected row with every reason it failed."""
+"""Split a batch into valid rows and rejected rows, each rejected row with every reason it failed.
+
+Every input row ends up in exactly one of the two frames: `valid.height + rejected.height ==
+frame.height`, always (a structural problem with the frame itself raises instead of guessing).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,15 @@ from dataclasses import dataclass
 import pandera.errors
 import polars as pl
 
-from ingest_platform.validation.schemas import SCHEMAS
+from ingest_platform.contract import MAX_ID_LENGTH
+from ingest_platform.validation import rules as r
+from ingest_platform.validation.schemas import event_schema
 
 ROW_INDEX = "__row"
+FAILURE_STRUCT = pl.Struct({"check": pl.String, "column": pl.String, "value": pl.String, "message": pl.String})
+FAILURES = pl.List(FAILURE_STRUCT)
+MAX_VALUE_CHARS = 256  # a failure quotes at most this much of a value; raw_payload keeps all of it
+_PANDERA_NOT_NULL = "not_nullable"
 
 
 @dataclass
@@ -17,48 +27,124 @@ class SplitBatch:
     valid: pl.DataFrame
     rejected: pl.DataFrame  # the failing rows, plus a `failures` list[struct] column
 
+    @property
+    def failures(self) -> pl.DataFrame:
+        """One row per failure: check, column, value, message (for counting by reason)."""
+        return self.rejected.select(pl.col("failures").explode().struct.unnest())
 
-FAILURE_STRUCT = pl.Struct({"check": pl.String, "column": pl.String, "value": pl.String, "message": pl.String})
 
+def split_valid_rows(event_type: str, frame: pl.DataFrame, rules: r.QualityRules | None = None) -> SplitBatch:
+    """Validate lazily (every failed check of every row) and split the frame by row.
 
-def split_valid_rows(event_type: str, frame: pl.DataFrame) -> SplitBatch:
-    """Validate lazily (every failed check of every row) and split the frame by row."""
-    schema = SCHEMAS[event_type]
+    `rules` defaults to the settings (MAX_EVENT_AHEAD_SECONDS, MAX_EVENT_AGE_HOURS)."""
+    rules = rules or r.QualityRules.from_settings()
     try:
-        schema.validate(frame, lazy=True)
+        event_schema(event_type, rules).validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
-        failures = _failures_by_row(exc.failure_cases)
+        failures = failures_by_row(event_type, frame, exc.failure_cases, rules)
     else:
-        return SplitBatch(valid=frame, rejected=frame.clear().with_columns(
-            pl.lit(None, dtype=pl.List(FAILURE_STRUCT)).alias("failures")))
+        return SplitBatch(valid=frame, rejected=frame.clear().with_columns(pl.lit(None, dtype=FAILURES).alias("failures")))
     indexed = frame.with_row_index(ROW_INDEX)
-    bad_rows = failures[ROW_INDEX]
-    valid = indexed.filter(~pl.col(ROW_INDEX).is_in(bad_rows.implode())).drop(ROW_INDEX)
+    valid = indexed.join(failures, on=ROW_INDEX, how="anti").drop(ROW_INDEX)
     rejected = indexed.join(failures, on=ROW_INDEX, how="inner").sort(ROW_INDEX).drop(ROW_INDEX)
     return SplitBatch(valid=valid, rejected=rejected)
 
 
-def _failures_by_row(cases: pl.DataFrame) -> pl.DataFrame:
+def failures_by_row(event_type: str, frame: pl.DataFrame, cases: pl.DataFrame, rules: r.QualityRules) -> pl.DataFrame:
     """One row per failing input row: its index and the list of (check, column, value, message)."""
     if cases["index"].null_count():
         # A failure with no row (a missing or mistyped column) is a bug in how the frame was built,
         # not bad data: fail loudly rather than guess which rows it concerns.
         structural = cases.filter(pl.col("index").is_null())
         raise ValueError(f"batch does not match its schema: {structural.to_dicts()}")
+    cases = cases.select(
+        pl.col("index").cast(pl.UInt32).alias(ROW_INDEX),
+        pl.col("column").cast(pl.String),
+        _check_name().alias("check"),
+        pl.col("failure_case").cast(pl.String).alias("value"),
+    )
+    context = _row_context(event_type, frame, cases[ROW_INDEX].unique())
+    detailed = cases.join(context, on=ROW_INDEX, how="left").with_columns(
+        pl.when(pl.col("column") == "timestamp").then(pl.coalesce("raw_timestamp", "value"))
+        .otherwise("value").str.slice(0, MAX_VALUE_CHARS).alias("value"),
+    )
     return (
-        cases.select(
-            pl.col("index").cast(pl.UInt32).alias(ROW_INDEX),
-            pl.struct(
-                pl.col("check").cast(pl.String).alias("check"),
-                pl.col("column").cast(pl.String).fill_null("").alias("column"),
-                pl.col("failure_case").cast(pl.String).alias("value"),
-                _message().alias("message"),
-            ).alias("failure"),
+        detailed.select(
+            ROW_INDEX,
+            pl.struct("check", "column", "value", _message(rules).alias("message")).alias("failure"),
         )
         .group_by(ROW_INDEX, maintain_order=True)
         .agg(pl.col("failure").alias("failures"))
     )
 
 
-def _message() -> pl.Expr:
-    return pl.format("{} failed {}", pl.col("column").cast(pl.String).fill_null("row"), pl.col("check").cast(pl.String))
+def _check_name() -> pl.Expr:
+    """pandera's names, in ours: a null timestamp is one the drain could not parse."""
+    check, column = pl.col("check").cast(pl.String), pl.col("column").cast(pl.String)
+    not_null = check == _PANDERA_NOT_NULL
+    return (
+        pl.when(not_null & (column == "timestamp")).then(pl.lit(r.TIMESTAMP_PARSEABLE))
+        .when(not_null).then(pl.lit(r.REQUIRED))
+        .otherwise(check)
+    )
+
+
+def _row_context(event_type: str, frame: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+    """What messages need from the failing rows only: received_at, feedback_type, and the
+    timestamp text exactly as the client sent it (the parsed column is null when it did not parse)."""
+    columns = [pl.col("received_at")]
+    if "feedback_type" in frame.columns:
+        columns.append(pl.col("feedback_type"))
+    else:
+        columns.append(pl.lit(None, dtype=pl.String).alias("feedback_type"))
+    if "raw_payload" in frame.columns:
+        columns.append(pl.col("raw_payload").str.json_path_match(f"$.{event_type}.timestamp").alias("raw_timestamp"))
+    else:
+        columns.append(pl.lit(None, dtype=pl.String).alias("raw_timestamp"))
+    return (
+        frame.with_row_index(ROW_INDEX)
+        .filter(pl.col(ROW_INDEX).is_in(rows.implode()))
+        .select(ROW_INDEX, *columns)
+    )
+
+
+def _quoted(expr: pl.Expr, limit: int = 64) -> pl.Expr:
+    text = expr.fill_null("null")
+    return pl.when(text.str.len_chars() > limit).then(pl.format("'{}…'", text.str.slice(0, limit))).otherwise(
+        pl.format("'{}'", text))
+
+
+def _message(rules: r.QualityRules) -> pl.Expr:
+    check, column, value = pl.col("check"), pl.col("column"), pl.col("value")
+    received = pl.col("received_at").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = pl.when(check == r.REQUIRED).then(pl.format("{} is missing", column))
+    message = message.when((check == r.ID_LENGTH) & (value.str.len_chars() == 0)).then(
+        pl.format("{} is empty", column))
+    message = message.when(check == r.ID_LENGTH).then(pl.format(
+        "{} is {} characters long; at most {} are allowed", column, value.str.len_chars(), pl.lit(MAX_ID_LENGTH)))
+    message = message.when(check == r.ID_CHARSET).then(pl.format(
+        "{} {} contains characters other than {}", column, _quoted(value), pl.lit(r.ID_CHARSET_TEXT)))
+    message = message.when(check == r.EVENT_ID_UNIQUE).then(pl.format(
+        "event_id {} already occurs earlier in this batch; the first occurrence was kept", _quoted(value)))
+    for enum_column, allowed in r.ENUM_COLUMNS.items():
+        message = message.when(check == r.enum_check(enum_column)).then(pl.format(
+            "{} {} is not one of {}", column, _quoted(value), pl.lit(", ".join(allowed))))
+    ranges = "; ".join(f"{k} ratings are {low:g}-{high:g}" for k, (low, high) in r.RATING_RANGES.items())
+    message = message.when(check == r.RATING_IN_RANGE).then(pl.format(
+        "rating {} is out of range for {} feedback ({})", value, pl.col("feedback_type"), pl.lit(ranges)))
+    message = message.when(check == r.TIMESTAMP_PARSEABLE).then(pl.format(
+        "{} {} is not an ISO 8601 instant (e.g. 2026-11-26T10:00:00Z)", column, _quoted(value)))
+    message = message.when(check == r.TIMESTAMP_NOT_AHEAD).then(pl.format(
+        "{} {} is more than {} ahead of received_at {} (client clock skew)",
+        column, _quoted(value), pl.lit(_human(rules.max_ahead.total_seconds())), received))
+    message = message.when(check == r.TIMESTAMP_WITHIN_HORIZON).then(pl.format(
+        "{} {} is more than {} older than received_at {}",
+        column, _quoted(value), pl.lit(_human(rules.max_age.total_seconds())), received))
+    return message.otherwise(pl.format("{} failed {}", column, check))
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
+        if seconds >= 2 * size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} seconds"

@@ -1,0 +1,196 @@
+"""A lean asyncio Redis client with automatic pipelining, for the gateway's hot path.
+
+redis.asyncio spends about 100 us of Python per command (connection pool, command packing, a
+timeout task per call), which alone would cap a gateway worker below its target. This client keeps
+one connection per worker: every concurrent caller writes its command into a shared buffer that is
+flushed once per event-loop iteration, and replies (parsed by hiredis) resolve the callers'
+futures in order. Under load, dozens of requests share one syscall and one round trip, while each
+command stays a separate, atomic command in Redis.
+
+Failures surface as redis-py's exceptions (ConnectionError, TimeoutError, ResponseError), so
+callers handle them as for redis.asyncio. Commands are never retried here: a command whose reply
+was lost may have run, and retrying a non-idempotent append could store it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import time
+from urllib.parse import unquote, urlparse
+
+import hiredis
+import redis.exceptions
+
+def pack_command(args: tuple) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if arg.__class__ is not bytes:
+            arg = arg.encode() if arg.__class__ is str else repr(arg).encode() if arg.__class__ in (int, float) \
+                else bytes(arg)
+        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: "PipelinedRedis"):
+        self.client = client
+        self.reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        pending = self.client._pending
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.client._fail(redis.exceptions.ConnectionError(f"protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            if not pending:  # a reply nobody waits for: the stream is out of step
+                self.client._fail(redis.exceptions.ConnectionError("unexpected reply"))
+                return
+            future, _ = pending.popleft()
+            if not future.done():
+                if isinstance(reply, redis.exceptions.ResponseError):
+                    future.set_exception(_specific_error(reply))
+                else:
+                    future.set_result(reply)
+
+    def connection_lost(self, exc) -> None:
+        self.client._lost(self, exc)
+
+
+def _specific_error(error: redis.exceptions.ResponseError) -> Exception:
+    message = str(error)
+    if message.startswith("NOSCRIPT"):
+        return redis.exceptions.NoScriptError(message)
+    if message.startswith("LOADING"):
+        return redis.exceptions.BusyLoadingError(message)
+    return error
+
+
+class PipelinedRedis:
+    """One auto-pipelined connection; `await execute(*args)` returns the raw reply."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 6379, db: int = 0, username: str | None = None,
+                 password: str | None = None, connect_timeout: float = 1.0, command_timeout: float = 5.0):
+        self.host, self.port, self.db = host, port, db
+        self.username, self.password = username, password
+        self.connect_timeout, self.command_timeout = connect_timeout, command_timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._pending: collections.deque[tuple[asyncio.Future, float]] = collections.deque()
+        self._buffer: list[bytes] = []
+        self._flush_scheduled = False
+        self._watchdog: asyncio.Task | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs) -> "PipelinedRedis":
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", ""):
+            raise ValueError(f"the pipelined client speaks plain redis:// only, not {parsed.scheme}://")
+        db = int(parsed.path.lstrip("/") or 0) if parsed.path not in ("", "/") else 0
+        return cls(parsed.hostname or "127.0.0.1", parsed.port or 6379, db,
+                   unquote(parsed.username) if parsed.username else None,
+                   unquote(parsed.password) if parsed.password else None, **kwargs)
+
+    async def execute(self, *args):
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+            protocol = await self._connect()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((future, time.monotonic()))
+        self._buffer.append(pack_command(args))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        buffer, self._buffer = self._buffer, []
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            return  # connection lost meanwhile: the pending futures were failed already
+        protocol.transport.write(b"".join(buffer))
+
+    async def _connect(self) -> _Protocol:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is not None and self._protocol.transport and not self._protocol.transport.is_closing():
+                return self._protocol
+            loop = asyncio.get_running_loop()
+            try:
+                _, protocol = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.connect_timeout)
+            except (OSError, asyncio.TimeoutError) as exc:
+                raise redis.exceptions.ConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+            self._protocol = protocol
+            if self._watchdog is None or self._watchdog.done():
+                self._watchdog = asyncio.create_task(self._watch(), name="redis-watchdog")
+            try:
+                if self.password:
+                    auth = (self.username, self.password) if self.username else (self.password,)
+                    await self.execute("AUTH", *auth)
+                if self.db:
+                    await self.execute("SELECT", self.db)
+            except Exception:
+                protocol.transport.close()
+                raise
+            return protocol
+
+    async def _watch(self) -> None:
+        """Close a connection whose oldest command waits past the timeout (one timer for all)."""
+        while True:
+            await asyncio.sleep(min(0.5, self.command_timeout / 2))
+            if self._pending and time.monotonic() - self._pending[0][1] > self.command_timeout:
+                self._fail(redis.exceptions.TimeoutError(f"no reply from Redis in {self.command_timeout}s"))
+
+    def _fail(self, exc: Exception) -> None:
+        protocol, self._protocol = self._protocol, None
+        self._fail_pending(exc)
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+
+    def _lost(self, protocol: _Protocol, exc: BaseException | None) -> None:
+        if self._protocol is protocol:
+            self._protocol = None
+            self._fail_pending(redis.exceptions.ConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+
+    def _fail_pending(self, exc: Exception) -> None:
+        self._buffer.clear()
+        while self._pending:
+            future, _ = self._pending.popleft()
+            if not future.done():
+                future.set_exception(exc)
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        self._protocol = None
+
+
+class Script:
+    """A Lua script run by EVALSHA, loaded again by EVAL when Redis has lost it (a restart)."""
+
+    def __init__(self, client: PipelinedRedis, source: str):
+        self.client = client
+        self.source = source.encode()
+        self.sha = hashlib.sha1(self.source).hexdigest().encode()
+
+    async def __call__(self, keys: list, args: list):
+        try:
+            return await self.client.execute(b"EVALSHA", self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return await self.client.execute(b"EVAL", self.source, len(keys), *keys, *args)
