@@ -40,6 +40,8 @@ def connect(lake: Path, threads: int | None = None, datasets: tuple[str, ...] | 
     con = duckdb.connect(":memory:")
     # hour(), date_trunc() and isodow() on TIMESTAMPTZ follow the session time zone: pin UTC.
     con.execute("SET TimeZone = 'UTC'")
+    # Large rebuilds spill to disk; keep that under the data dir, not the caller's working directory.
+    con.execute(f"SET temp_directory = {duckdb_string(str(lake.parent / 'tmp' / 'duckdb'))}")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if datasets is None:

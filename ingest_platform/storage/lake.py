@@ -39,15 +39,19 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression=PARQUET_COMPRESSION)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_durably(table, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
     return path.stat().st_size
+
+
+def _write_durably(table: pa.Table, path: Path) -> None:
+    with open(path, "wb") as fh:
+        pq.write_table(table, fh, compression=PARQUET_COMPRESSION)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -81,10 +85,7 @@ def publish_parquet_atomic(table: pa.Table, path: Path, lake: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression=PARQUET_COMPRESSION)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_durably(table, tmp)
         _link_replace(tmp, pinned_path(lake, path))
         os.replace(tmp, path)
     finally:

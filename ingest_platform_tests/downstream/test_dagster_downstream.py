@@ -139,3 +139,24 @@ def test_definitions_group_describe_and_automate_downstream_assets():
     sensor = defs.get_sensor_def("downstream_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.get_sensor_def("late_events").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_late_events_sensor_requests_exactly_the_late_hour_and_day(platform_env):
+    from ingest_platform.defs.analytics.sensors import late_events
+    from ingest_platform.processing.enrichment import enrich_user_interactions
+    from ingest_platform_tests.downstream.lake_data import at
+
+    lake = platform_env / "lake"
+    interactions(lake, [("on-time", "u1", "s1", "t1", "play", "2026-11-26 10:15:00"),
+                        ("late", "u1", "s0", "t1", "play", "2026-11-26 08:15:00")], arrival=at("2026-11-26 10:20:00"))
+    enrich_user_interactions(lake, at("2026-11-26 10:00:00"))
+    resources = resources_from_settings(get_settings())
+    with dg.instance_for_test() as instance, dg.build_sensor_context(
+            instance=instance, resources=resources, cursor="2026-11-26T10:00:00+00:00") as context:
+        result = late_events(context)
+        assert [(r.job_name, r.partition_key) for r in result.run_requests] == [
+            ("rebuild_late_hours", "2026-11-26-08:00"), ("rebuild_late_days", "2026-11-26")]
+        assert result.cursor == "2026-11-26T10:20:00+00:00"
+    with dg.instance_for_test() as instance, dg.build_sensor_context(
+            instance=instance, resources=resources, cursor=result.cursor) as context:
+        assert late_events(context).run_requests == []  # nothing new since the watermark

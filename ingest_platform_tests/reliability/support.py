@@ -54,7 +54,8 @@ class LoggedGateway:
         raise RuntimeError("gateway not ready")
 
     def logs(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_bytes().decode("utf-8", "replace")
 
     def assert_alive_and_healthy(self) -> None:

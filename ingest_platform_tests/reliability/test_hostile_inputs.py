@@ -32,7 +32,7 @@ def feedback(rating) -> bytes:
 
 
 @pytest.mark.parametrize("body, status, code", [
-    (b"[" * 100_000 + b"]" * 100_000, 400, "too_deep"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "not_an_object"),  # refused at the first byte
     (b'{"events": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "too_deep"),
     (b'{"user_interaction": ' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}", 400, "too_deep"),
     (b'{"events": [' + b",".join([json.dumps(VALID_INTERACTION).encode()] * 20_000) + b"]}", 413, "body_too_large"),
@@ -175,7 +175,8 @@ def test_binary_websocket_frames_are_read_as_json_and_garbage_gets_an_error(modu
                  open_timeout=REQUEST_TIMEOUT) as ws:
         replies = []
         for frame in (json.dumps(VALID_INTERACTION).encode(), b"\xff\xfe\x00garbage", b"\x00" * 1000,
-                      feedback("NaN"), b"[" * 100_000, "{\"user_interaction\": {}}", json.dumps(VALID_INTERACTION)):
+                      feedback("NaN"), b'{"events": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+                      "{\"user_interaction\": {}}", json.dumps(VALID_INTERACTION)):
             ws.send(frame)
             replies.append(json.loads(ws.recv(timeout=REQUEST_TIMEOUT)))
     assert [r["seq"] for r in replies] == [1, 2, 3, 4, 5, 6, 7]
@@ -184,3 +185,23 @@ def test_binary_websocket_frames_are_read_as_json_and_garbage_gets_an_error(modu
         "invalid_utf8", "malformed_json", "malformed_json", "too_deep"]
     assert [r["accepted"] for r in replies if r["type"] == "ack"] == [1, 0, 1]
     module_stack.gateway.assert_alive_and_healthy()
+
+
+def test_calendar_edge_timestamps_become_dead_letters_downstream(gateway, api_key, platform_env):
+    """Regression, end to end: such events were a 500 at the gateway; accepted now, the drain must
+    turn them into dead letters (they are decades outside the horizon), not crash on them."""
+    import duckdb
+
+    from ingest_platform_tests.reliability.test_sql_injection import drain_and_refresh
+
+    stamps = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00Z"]
+    events = [interaction(timestamp=stamp, event_id=f"edge-{i}") for i, stamp in enumerate(stamps)]
+    response = httpx.post(f"{gateway.url}/v1/events", json={"events": events}, headers=bearer(api_key),
+                          timeout=REQUEST_TIMEOUT)
+    assert response.status_code == 202 and response.json()["accepted"] == len(stamps), response.text
+    drain_and_refresh()
+    con = duckdb.connect(str(platform_env / "warehouse.duckdb"), read_only=True)
+    letters = con.execute("SELECT event_id, raw_payload FROM dead_letter_events ORDER BY event_id").fetchall()
+    con.close()
+    assert [event_id for event_id, _ in letters] == [f"edge-{i}" for i in range(len(stamps))]
+    assert [json.loads(raw)["user_interaction"]["timestamp"] for _, raw in letters] == stamps
