@@ -72,14 +72,14 @@ def sql(
     """Run a read-only query against the warehouse and print the result."""
     import duckdb
 
-    from ingest_platform.storage.warehouse import connect_read_only
+    from ingest_platform.storage.warehouse import NotReadOnlyError, connect_read_only, run_read_only_query
 
     try:
         with connect_read_only(get_settings().warehouse_path) as con:
-            relation = con.sql(query)
+            relation = run_read_only_query(con, query)
             if relation is not None:
                 _print_relation(relation, output)
-    except (duckdb.Error, FileNotFoundError) as exc:
+    except (duckdb.Error, FileNotFoundError, NotReadOnlyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
 

@@ -281,7 +281,11 @@ def normalise_timestamp(value: str) -> str:
         return stripped
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)  # documented: an instant without offset is UTC
-    normalised = parsed.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    try:
+        in_utc = parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 lies before year 1 in UTC
+        return stripped
+    normalised = in_utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
     if len(_timestamp_cache) > 4096:  # clients in one batch share timestamps; keep the cache small
         _timestamp_cache.clear()
     _timestamp_cache[value] = normalised

@@ -156,3 +156,25 @@ def connect_read_only(warehouse: Path) -> duckdb.DuckDBPyConnection:
 def duckdb_string(value: str) -> str:
     """A SQL string literal (paths are ours, but quote them properly anyway)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+# What `ingest-platform sql` runs: one query that reads. A read-only database still lets COPY ... TO,
+# EXPORT, ATTACH, INSTALL and SET act outside it, so statements are vetted by DuckDB's own parser.
+READ_ONLY_STATEMENTS = frozenset({"SELECT", "EXPLAIN"})  # SELECT includes DESCRIBE, SHOW, SUMMARIZE
+
+
+class NotReadOnlyError(ValueError):
+    pass
+
+
+def run_read_only_query(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation | None:
+    """The result of `query` if it is exactly one read-only statement; NotReadOnlyError otherwise."""
+    statements = con.extract_statements(query)
+    kinds = [statement.type.name for statement in statements]
+    if len(statements) != 1 or kinds[0] not in READ_ONLY_STATEMENTS:
+        raise NotReadOnlyError(
+            f"only one read-only query (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) is allowed; got "
+            f"{', '.join(kinds) or 'nothing'}"
+        )
+    return con.sql(query)
+
