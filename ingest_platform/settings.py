@@ -85,6 +85,21 @@ class Settings(BaseSettings):
         default=False, description="Log every request as a JSON line (off: only errors, 503s and startup)."
     )
 
+    gateway_header_timeout_seconds: float = Field(
+        default=10,
+        description="A connection must send a request's complete head (request line and headers) "
+        "within this long, else 408 `header_timeout` and the connection is closed (slowloris guard).",
+    )
+    gateway_body_timeout_seconds: float = Field(
+        default=30,
+        description="A request body must arrive completely within this long of its head, else 408 "
+        "`body_timeout` and the connection is closed.",
+    )
+    gateway_max_header_bytes: int = Field(
+        default=64 * 1024,
+        description="Largest request head (request line and headers); larger: 431 `headers_too_large`.",
+    )
+
     # --- drain -------------------------------------------------------------------------
     drain_interval_seconds: int = Field(
         default=5, description="Sensor interval while realtime processing is on."

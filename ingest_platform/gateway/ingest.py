@@ -10,6 +10,7 @@ limit), 503 (buffer unavailable or full). Error bodies are {"error": {"code", "m
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import msgspec
@@ -68,7 +69,8 @@ class EventsEndpoint:
             gateway.check_accepting()
         except Unavailable as exc:
             raise _unavailable(exc)
-        body = await _read_body(receive, headers, gateway.limits.max_body_bytes)
+        body = await _read_body(receive, headers, gateway.limits.max_body_bytes,
+                                gateway.settings.gateway_body_timeout_seconds)
         try:
             raws = split_body(body, gateway.limits)
         except BodyError as exc:
@@ -95,10 +97,19 @@ def _unavailable(exc: Unavailable) -> _Reply:
                   retry_after=r.retry_after)
 
 
-async def _read_body(receive, headers: dict, max_bytes: int) -> bytes:
+async def _read_body(receive, headers: dict, max_bytes: int, timeout: float) -> bytes:
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _Reply(413, "body_too_large", f"a request body is at most {max_bytes} bytes")
+    try:
+        async with asyncio.timeout(timeout):  # a body dripped byte by byte must not hold a worker slot
+            return await _receive_body(receive, max_bytes)
+    except TimeoutError:
+        raise _Reply(408, "body_timeout", f"the request body must arrive within {timeout:g} s",
+                     [(b"connection", b"close")]) from None
+
+
+async def _receive_body(receive, max_bytes: int) -> bytes:
     chunks, size = [], 0
     while True:
         message = await receive()
