@@ -100,6 +100,15 @@ class Settings(BaseSettings):
         description="Largest request head (request line and headers); larger: 431 `headers_too_large`.",
     )
 
+    gateway_auth_failure_limit: int = Field(
+        default=20,
+        description="Invalid API keys one client address may send per window; beyond that every "
+        "request from it gets 429 `too_many_auth_failures` (right key or not) until the window ends.",
+    )
+    gateway_auth_failure_window_seconds: float = Field(
+        default=60, description="The window of GATEWAY_AUTH_FAILURE_LIMIT, from the first failure."
+    )
+
     # --- drain -------------------------------------------------------------------------
     drain_interval_seconds: int = Field(
         default=5, description="Sensor interval while realtime processing is on."

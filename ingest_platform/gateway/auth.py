@@ -14,7 +14,14 @@ import time
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from ingest_platform.storage.api_keys import ApiKeyRecord, fetch_record, matches, split_key
+from ingest_platform.storage.api_keys import (
+    ApiKeyRecord,
+    auth_failures,
+    fetch_record,
+    matches,
+    record_auth_failure,
+    split_key,
+)
 
 CACHE_SECONDS = 1.0
 # While Redis is unreachable a key seen this recently stays usable: nothing can be revoked meanwhile
@@ -46,52 +53,87 @@ class KeyStoreUnavailable(AuthError):
         super().__init__(503, "buffer_unavailable", "the event buffer (Redis) is unreachable; retry later")
 
 
+class TooManyAuthFailures(AuthError):
+    """429: this client sent too many invalid keys lately; no key of it is checked until the window ends."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(429, "too_many_auth_failures",
+                         f"too many invalid API keys from this address; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 _MISSING = AuthError(401, "missing_api_key", "send an API key as 'Authorization: Bearer <key>'")
 _INVALID = AuthError(401, "invalid_api_key", "the API key is not valid")
 
 
 class Authenticator:
-    def __init__(self, client: aioredis.Redis):
+    def __init__(self, client: aioredis.Redis, failure_limit: int = 20, failure_window_seconds: float = 60):
         self.client = client
+        self.failure_limit, self.failure_window = failure_limit, failure_window_seconds
         self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
 
-    async def authenticate(self, key: str | None) -> ApiKeyRecord:
-        """The active record for `key`; raises AuthError (401) when missing, wrong, revoked, expired."""
+    async def authenticate(self, key: str | None, client: str | None = None) -> ApiKeyRecord:
+        """The active record for `key`; raises AuthError (401) when missing, wrong, revoked, expired,
+        and TooManyAuthFailures (429) while `client` (an address) is blocked for guessing keys."""
         if not key:
             raise _MISSING
         key_id = split_key(key)
-        if key_id is None:
-            raise _INVALID
-        record = await self._record(key_id)
-        if not matches(record, key):
+        record, cached = await self._record(key_id) if key_id else (None, False)
+        valid = matches(record, key)
+        # A key verified within the last second skips the check (the hot path); anything else from a
+        # blocked address is refused without saying whether the key was right.
+        if client and not (valid and cached):
+            await self._refuse_if_blocked(client)
+        if not valid:
+            if client:
+                await self._count_failure(client)
             raise _INVALID
         state = record.state
         if state != "active":
             raise AuthError(401, f"api_key_{state}", f"the API key {record.key_id} is {state}")
         return record
 
-    async def authorize(self, key: str | None, scope: str) -> ApiKeyRecord:
+    async def _refuse_if_blocked(self, client: str) -> None:
+        try:
+            failures, retry_after = await auth_failures(self.client, client)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            return  # the key lookup itself answers 503 when Redis is gone
+        if failures >= self.failure_limit:
+            raise TooManyAuthFailures(retry_after)
+
+    async def _count_failure(self, client: str) -> None:
+        try:
+            await record_auth_failure(self.client, client, self.failure_window)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            pass
+
+    async def authorize(self, key: str | None, scope: str, client: str | None = None) -> ApiKeyRecord:
         """Like `authenticate`, and 403 unless the key carries `scope`."""
-        record = await self.authenticate(key)
+        record = await self.authenticate(key, client)
         if scope not in record.scopes:
             raise AuthError(403, "forbidden", f"this API key lacks the scope {scope!r}")
         return record
 
-    async def _record(self, key_id: str) -> ApiKeyRecord | None:
+    async def _record(self, key_id: str) -> tuple[ApiKeyRecord | None, bool]:
+        """(the record of `key_id` or None, whether it came from this worker's cache)."""
         now = time.monotonic()
         cached = self._cache.get(key_id)
         if cached and now - cached[0] < CACHE_SECONDS:
-            return cached[1]
+            return cached[1], True
         try:
             record = await fetch_record(self.client, key_id)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             if cached and now - cached[0] < STALE_WHILE_UNREACHABLE_SECONDS:
-                return cached[1]
+                return cached[1], True
             raise KeyStoreUnavailable() from exc
         if len(self._cache) > _MAX_CACHED:
             self._cache.clear()
         self._cache[key_id] = (now, record)
-        return record
+        return record, False
 
 
 def bearer_token(header: str | bytes | None) -> str | None:
@@ -110,4 +152,5 @@ async def authorize(request, scope: str) -> ApiKeyRecord:
     Example (a features route): ``key = await authorize(request, "features:read")``.
     """
     token = bearer_token(request.headers.get("authorization"))
-    return await request.app.state.gateway.auth.authorize(token, scope)
+    client = request.client.host if request.client else None
+    return await request.app.state.gateway.auth.authorize(token, scope, client)

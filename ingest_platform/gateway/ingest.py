@@ -43,7 +43,7 @@ class EventsEndpoint:
         headers = dict(scope["headers"])
         rid = request_id(headers.get(b"x-request-id"))
         try:
-            status, body, extra = await self._handle(gateway, headers, receive)
+            status, body, extra = await self._handle(gateway, scope, headers, receive)
         except _Reply as reply:
             status, body, extra = reply.status, reply.body, reply.headers
         except Exception:  # a bug must still get a JSON answer and a log line, never a dropped connection
@@ -59,9 +59,10 @@ class EventsEndpoint:
                                 (b"x-request-id", rid.encode()), *extra]})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _handle(self, gateway: Gateway, headers: dict, receive) -> tuple[int, dict, list]:
+    async def _handle(self, gateway: Gateway, scope: dict, headers: dict, receive) -> tuple[int, dict, list]:
         try:
-            key = await gateway.auth.authenticate(bearer_token(headers.get(b"authorization")))
+            client = scope["client"][0] if scope.get("client") else None
+            key = await gateway.auth.authenticate(bearer_token(headers.get(b"authorization")), client)
         except AuthError as exc:
             headers = [(name.lower().encode(), value.encode()) for name, value in exc.headers.items()]
             raise _Reply(exc.status, exc.code, exc.message, headers)

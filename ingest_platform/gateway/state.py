@@ -65,7 +65,8 @@ class Gateway:
         enabled = {"user_interaction"} | ({"feedback_event"} if settings.enable_feedback_events else set())
         self.policy = Policy(frozenset(enabled), strict=settings.gateway_strict)
         self.redis: aioredis.Redis = event_log.connect_async(settings.effective_redis_url)
-        self.auth = Authenticator(self.redis)
+        self.auth = Authenticator(self.redis, settings.gateway_auth_failure_limit,
+                                  settings.gateway_auth_failure_window_seconds)
         self.writer = PipelinedRedis.from_url(settings.effective_redis_url)  # the hot path's connection
         self.admitter = Admitter(self.writer)
         self.health = BufferHealth(self.redis, [t.stream for t in EVENT_TYPES.values()],

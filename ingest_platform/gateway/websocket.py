@@ -39,8 +39,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 def _close_code(exc: AuthError) -> int:
-    """1013 (try again later) when the key store is unreachable, 1008 (policy) for a bad key."""
-    return CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_POLICY
+    """1013 (try again later) when Redis is unreachable or the address is blocked for guessing
+    keys, 1008 (policy) for a bad key."""
+    return CLOSE_TRY_AGAIN if exc.status in (429, 503) else CLOSE_POLICY
+
+
+def _client(ws: WebSocket) -> str | None:
+    return ws.client.host if ws.client else None
 
 
 def _token(ws: WebSocket) -> str | None:
@@ -51,7 +56,7 @@ async def events_ws(ws: WebSocket) -> None:
     gateway: Gateway = ws.app.state.gateway
     await ws.accept()
     try:
-        key = await gateway.auth.authenticate(_token(ws))
+        key = await gateway.auth.authenticate(_token(ws), _client(ws))
     except AuthError as exc:
         await ws.close(_close_code(exc), exc.code)
         return
@@ -81,7 +86,7 @@ async def _serve(ws: WebSocket, gateway: Gateway, key) -> None:
             await ws.close(CLOSE_TOO_BIG, f"a message is at most {gateway.limits.max_body_bytes} bytes")
             return
         try:
-            key = await gateway.auth.authenticate(_token(ws))  # revocation reaches open sockets too
+            key = await gateway.auth.authenticate(_token(ws), _client(ws))  # revocation reaches open sockets too
         except AuthError as exc:
             await ws.close(_close_code(exc), exc.code)
             return

@@ -113,3 +113,24 @@ def revoke_key(client: redis.Redis, key_id: str) -> bool:
 async def fetch_record(client, key_id: str) -> ApiKeyRecord | None:
     """The record of `key_id` through an async (redis.asyncio) client; None when unknown."""
     return get_record(await client.hget(KEYS_HASH, key_id))
+
+
+# --- failed authentication, counted per client address (brute-force protection) -----------------
+AUTH_FAILURES_PREFIX = "ingest:auth_failures:"
+
+
+async def auth_failures(client, who: str) -> tuple[int, int]:
+    """(failures of `who` in the current window, seconds until the window ends)."""
+    key = AUTH_FAILURES_PREFIX + who
+    async with client.pipeline(transaction=False) as pipe:
+        count, ttl = await pipe.get(key).ttl(key).execute()
+    return int(count or 0), max(int(ttl), 1)
+
+
+async def record_auth_failure(client, who: str, window_seconds: float) -> int:
+    """Count one failure of `who`; the window starts at its first failure. Returns the count."""
+    key = AUTH_FAILURES_PREFIX + who
+    async with client.pipeline(transaction=True) as pipe:
+        count, _ = await pipe.incr(key).expire(key, max(1, round(window_seconds)), nx=True).execute()
+    return int(count)
+
