@@ -58,6 +58,7 @@ class DevStack:
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)  # also when started in the background, where SIGINT is ignored
         try:
             env = self._prepare()
             self._start_children(env)
