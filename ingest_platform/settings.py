@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     gateway_auth_failure_limit: int = Field(
         default=20,
         description="Invalid API keys one client address may send per window; beyond that every "
-        "request from it gets 429 `too_many_auth_failures` (right key or not) until the window ends.",
+        "request from it gets 429 `too_many_auth_failures` (right key or not) until the window ends. "
+        "0 switches it off (behind a proxy, where every client shares the proxy's address).",
     )
     gateway_auth_failure_window_seconds: float = Field(
         default=60, description="The window of GATEWAY_AUTH_FAILURE_LIMIT, from the first failure."

@@ -75,6 +75,9 @@ class Authenticator:
         self.client = client
         self.failure_limit, self.failure_window = failure_limit, failure_window_seconds
         self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
+        # Addresses this worker refused as blocked: checked in Redis even on the cached hot path until
+        # their window has ended, so repeating a correct guess does not confirm it either.
+        self._blocked: set[str] = set()
 
     async def authenticate(self, key: str | None, client: str | None = None) -> ApiKeyRecord:
         """The active record for `key`; raises AuthError (401) when missing, wrong, revoked, expired,
@@ -86,10 +89,10 @@ class Authenticator:
         valid = matches(record, key)
         # A key verified within the last second skips the check (the hot path); anything else from a
         # blocked address is refused without saying whether the key was right.
-        if client and not (valid and cached):
+        if client and self.failure_limit and (not (valid and cached) or client in self._blocked):
             await self._refuse_if_blocked(client)
         if not valid:
-            if client:
+            if client and self.failure_limit:  # 0: off (behind a proxy every client shares one address)
                 await self._count_failure(client)
             raise _INVALID
         state = record.state
@@ -103,7 +106,11 @@ class Authenticator:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             return  # the key lookup itself answers 503 when Redis is gone
         if failures >= self.failure_limit:
+            if len(self._blocked) > _MAX_CACHED:
+                self._blocked.clear()
+            self._blocked.add(client)
             raise TooManyAuthFailures(retry_after)
+        self._blocked.discard(client)
 
     async def _count_failure(self, client: str) -> None:
         try:

@@ -9,6 +9,7 @@ itself lives in Parquet, so a view sees a newly drained file the moment it is re
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import duckdb
@@ -167,10 +168,24 @@ class NotReadOnlyError(ValueError):
     pass
 
 
+# EXPLAIN ANALYZE (or EXPLAIN (ANALYZE)) executes the statement it explains: that one is judged instead.
+_EXPLAIN_PREFIX = re.compile(r"^\s*explain\s*(?:\([^)]*\))?\s*(?:analy[sz]e\s+)?", re.IGNORECASE)
+
+
+def _explains_a_query(con: duckdb.DuckDBPyConnection, explain: str) -> bool:
+    try:
+        inner = con.extract_statements(_EXPLAIN_PREFIX.sub("", explain, count=1))
+    except duckdb.Error:
+        return False
+    return len(inner) == 1 and inner[0].type.name == "SELECT"
+
+
 def run_read_only_query(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation | None:
     """The result of `query` if it is exactly one read-only statement; NotReadOnlyError otherwise."""
     statements = con.extract_statements(query)
     kinds = [statement.type.name for statement in statements]
+    if len(statements) == 1 and kinds[0] == "EXPLAIN" and not _explains_a_query(con, statements[0].query):
+        raise NotReadOnlyError("EXPLAIN ANALYZE runs the statement it explains: only a query may be explained")
     if len(statements) != 1 or kinds[0] not in READ_ONLY_STATEMENTS:
         raise NotReadOnlyError(
             f"only one read-only query (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) is allowed; got "

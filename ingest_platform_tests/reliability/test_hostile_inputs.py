@@ -115,6 +115,25 @@ def _read_reply(s: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n",
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n{}",
+    b"POST /v1/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+])
+def test_malformed_http_gets_a_json_400(module_stack, request_bytes):
+    """Every rejection is JSON, even for bytes that are not HTTP (uvicorn's own answer is text)."""
+    with socket.create_connection(("127.0.0.1", module_stack.gateway.port), timeout=REQUEST_TIMEOUT) as s:
+        s.sendall(request_bytes)
+        reply = _read_reply(s)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), reply[:300]
+    assert json.loads(body)["error"]["code"] == "malformed_http"
+    module_stack.gateway.assert_alive_and_healthy()
+
+
 class SlowClient(threading.Thread):
     """Sends the start of a request, then one byte every 0.3 s, and notes when the server gives up."""
 

@@ -109,6 +109,9 @@ WRITES = [
     "ATTACH '{outdir}.duckdb' AS other",
     "INSTALL httpfs",
     "SET threads = 1; SELECT 1",
+    "EXPLAIN ANALYZE COPY (SELECT * FROM user_interactions) TO '{out}'",  # EXPLAIN ANALYZE runs what it explains
+    "explain (analyze) copy (select 1) to '{out}'",
+    "PRAGMA enable_profiling = 'json'; PRAGMA profiling_output = '{out}'; SELECT 1",
 ]
 
 
@@ -128,3 +131,4 @@ def test_the_sql_command_still_answers_queries(landed):
         assert result.exit_code == 0 and result.output == f"n\n{len(VALID_TRICKY_IDS)}\n", result.output
     assert cli("sql", "DESCRIBE user_interactions").exit_code == 0
     assert cli("sql", "EXPLAIN SELECT * FROM user_interactions").exit_code == 0
+    assert cli("sql", "EXPLAIN ANALYZE SELECT count(*) FROM user_interactions").exit_code == 0
