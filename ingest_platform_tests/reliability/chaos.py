@@ -1,8 +1,9 @@
 """Chaos run: real processes, real faults, and a ledger of every acknowledged event.
 
 A gateway (several uvicorn workers), a Redis server with AOF, and the Dagster daemon running the
-drain sensor, all as real processes. Load generators send valid and invalid events over HTTP with
-client-chosen event ids and retry every failure with the same ids. Meanwhile faults strike at
+drain sensor, all as real processes. Load generators send valid and invalid events over HTTP and
+over WebSocket with client-chosen event ids and retry every failure with the same ids (a WebSocket
+client reconnects and resends every message whose ack it has not seen). Meanwhile faults strike at
 random moments: kill -9 of a gateway worker, kill -9 of the Dagster daemon with its code server
 (the process doing the drain), and kill -9 of Redis followed by a restart from its AOF. Afterwards
 every event that got a 2xx must be exactly once in the lake, as a valid row or as a dead letter.
@@ -27,8 +28,11 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import msgspec
 import psutil
 import redis
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect as ws_connect
 
 from ingest_platform.contract import DEAD_LETTER_DATASET, EVENT_TYPES
 from ingest_platform.devstack import DAGSTER_YAML
@@ -46,12 +50,14 @@ class Ledger:
     acked_invalid: set[str] = field(default_factory=set)
     attempts: int = 0
     failures: Counter = field(default_factory=Counter)
+    by_channel: Counter = field(default_factory=Counter)  # acknowledged events per protocol
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, valid: set[str], invalid: set[str]) -> None:
+    def record(self, valid: set[str], invalid: set[str], channel: str) -> None:
         with self.lock:
             self.acked_valid |= valid
             self.acked_invalid |= invalid
+            self.by_channel[channel] += len(valid) + len(invalid)
 
 
 @dataclass
@@ -165,10 +171,42 @@ def load_generator(url: str, key: str, ledger: Ledger, stop: threading.Event, ba
                 if response.status_code == 202:
                     results = response.json()["results"]
                     accepted = {events[r["index"]][0]: kinds[r["index"]] for r in results if r["status"] == "accepted"}
-                    ledger.record({e for e, ok in accepted.items() if ok}, {e for e, ok in accepted.items() if not ok})
+                    ledger.record({e for e, ok in accepted.items() if ok}, {e for e, ok in accepted.items() if not ok},
+                                  "http")
                     break
                 ledger.failures[f"http {response.status_code}"] += 1
                 time.sleep(float(response.headers.get("retry-after", 0.2)))
+
+
+def websocket_load_generator(url: str, key: str, ledger: Ledger, stop: threading.Event,
+                             batch_size: int = 20) -> None:
+    """Send batches over a WebSocket until `stop`; a batch whose ack did not arrive is resent (same
+    event ids) on a new connection, so only acknowledged events are recorded."""
+    ws_url = url.replace("http://", "ws://") + "/v1/events/ws"
+    while not stop.is_set():
+        kinds = [random.random() >= INVALID_RATIO for _ in range(batch_size)]
+        events = [_event(valid) for valid in kinds]
+        message = msgspec.json.encode({"events": [body for _, body in events]})
+        give_up = time.monotonic() + 120
+        while time.monotonic() < give_up:
+            ledger.attempts += 1
+            try:
+                with ws_connect(ws_url, additional_headers={"Authorization": f"Bearer {key}"},
+                                open_timeout=5, close_timeout=1) as ws:
+                    ws.send(message)
+                    while (reply := msgspec.json.decode(ws.recv(timeout=30)))["type"] == "wait":
+                        pass  # the server holds the message until it is durable
+                if reply["type"] != "ack":
+                    ledger.failures[f"ws {reply['type']}"] += 1
+                    continue
+                accepted = {events[r["index"]][0]: kinds[r["index"]] for r in reply["results"]
+                            if r["status"] == "accepted"}
+                ledger.record({e for e, ok in accepted.items() if ok}, {e for e, ok in accepted.items() if not ok},
+                              "websocket")
+                break
+            except (WebSocketException, OSError, TimeoutError) as exc:
+                ledger.failures[f"ws {type(exc).__name__}"] += 1
+                time.sleep(0.2)
 
 
 def wait_until_drained(redis_url: str, timeout: float) -> None:
@@ -205,6 +243,8 @@ def reconcile(ledger: Ledger, valid: Counter, dead: Counter) -> dict[str, int]:
     landed = set(valid) | set(dead)
     return {
         "acknowledged": len(acked),
+        "acknowledged_over_http": ledger.by_channel["http"],
+        "acknowledged_over_websocket": ledger.by_channel["websocket"],
         "acknowledged_valid": len(ledger.acked_valid),
         "acknowledged_invalid": len(ledger.acked_invalid),
         "landed_valid_rows": sum(valid.values()),
@@ -227,6 +267,8 @@ def run_chaos(root: Path, seconds: float, seed: int, generators: int = 3, out=pr
         _wait_http(f"{stack.url}/healthz", 30)
         threads = [threading.Thread(target=load_generator, args=(stack.url, key, ledger, stop), daemon=True)
                    for _ in range(generators)]
+        threads.append(threading.Thread(target=websocket_load_generator, args=(stack.url, key, ledger, stop),
+                                        daemon=True))
         for thread in threads:
             thread.start()
         faults = [stack.kill_gateway_worker, stack.kill_daemon, stack.kill_redis]

@@ -14,6 +14,7 @@ def test_every_acknowledged_event_lands_exactly_once_through_crashes(tmp_path):
     summary = run_chaos(tmp_path, SECONDS, seed)
     assert summary["acknowledged"] > 1000
     assert summary["acknowledged_invalid"] > 0
+    assert summary["acknowledged_over_websocket"] > 0
     assert summary["missing"] == 0
     assert summary["duplicated"] == 0
     assert summary["unacknowledged_but_landed"] == 0
