@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-names = sys.argv[1:] or sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent))
+names = sys.argv[1:] or sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
                                if not m.name.startswith("_"))
 failed = []
 for name in names:

@@ -4,6 +4,7 @@ dir per test, the gateway as a real subprocess."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -66,21 +67,24 @@ def api_key(redis_client) -> str:
 
 
 class GatewayProcess:
-    def __init__(self, env: dict[str, str], workers: int = 1):
+    """`ingest-platform gateway` as a real process (its output to `output`, default inherited)."""
+
+    def __init__(self, env: dict[str, str], workers: int = 1, output=None, ready_timeout: float = 20):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/events/ws"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ingest_platform.cli", "gateway", "--port", str(self.port),
              "--workers", str(workers)],
-            env=env, start_new_session=True,
+            env=env, stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True,
         )
-        self.wait_ready()
+        self.wait_ready(ready_timeout)
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}")
+                raise RuntimeError(f"gateway exited with {self.process.returncode}: {self.exit_details()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
@@ -88,13 +92,16 @@ class GatewayProcess:
                 time.sleep(0.1)
         raise RuntimeError("gateway not ready")
 
+    def exit_details(self) -> str:
+        return ""
+
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
 

@@ -3,7 +3,7 @@ closed hour is rebuilt once after its last change (late data included), never ag
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import dagster as dg
 

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import redis
 
 from ingest_platform.storage import api_keys
-from ingest_platform.storage.redis_server import free_port
+from ingest_platform_tests.conftest import GatewayProcess
 
 # Every wait in this suite is bounded: a hang is a failure, never a stuck test.
 REQUEST_TIMEOUT = 10.0
@@ -24,34 +20,18 @@ VALID_INTERACTION = {"user_interaction": {"user_id": "u1", "session_id": "s1", "
                                           "action": "play", "timestamp": "2026-11-26T10:00:00Z"}}
 
 
-class LoggedGateway:
-    """`ingest-platform gateway` as a real process, its stderr (the JSON logs) kept in a file."""
+class LoggedGateway(GatewayProcess):
+    """The gateway process with its output (the JSON logs) kept in a file."""
 
     def __init__(self, redis_url: str, data_dir: Path, log_path: Path, workers: int = 1, **settings):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/events/ws"
         self.log_path = log_path
         env = dict(os.environ, REDIS_URL=redis_url, INGEST_DATA_DIR=str(data_dir))
         env.update({name.upper(): str(value) for name, value in settings.items()})
         self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ingest_platform.cli", "gateway", "--port", str(self.port),
-             "--workers", str(workers)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready()
+        super().__init__(env, workers, output=self._log, ready_timeout=30)
 
-    def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}: {self.logs()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("gateway not ready")
+    def exit_details(self) -> str:
+        return self.logs()[-2000:]
 
     def logs(self) -> str:
         if not self._log.closed:
@@ -65,13 +45,7 @@ class LoggedGateway:
         assert httpx.get(f"{self.url}/readyz", timeout=REQUEST_TIMEOUT).status_code == 200
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        super().stop()
         self._log.close()
 
 

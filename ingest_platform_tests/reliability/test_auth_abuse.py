@@ -10,7 +10,6 @@ import time
 
 import httpx
 import psutil
-import pytest
 import redis
 import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed
