@@ -3,7 +3,7 @@
 Route modules: each module in ROUTE_MODULES exposes `routes(settings) -> list[BaseRoute]`. To add
 endpoints, write a module with that function and add its name here; authenticate inside a route
 with `await ingest_platform.gateway.auth.authorize(request, "<scope>")`, whose AuthError the app
-renders as a 401/403 error body. Shared per-worker state (Redis client, authenticator, buffer
+renders as a JSON error body (401, 403, 429 or 503). Shared per-worker state (Redis client, authenticator, buffer
 health) is `request.app.state.gateway` (a `state.Gateway`).
 """
 
@@ -24,9 +24,7 @@ from ingest_platform.gateway.ingest import EventsEndpoint
 from ingest_platform.gateway.state import Gateway
 from ingest_platform.settings import Settings, get_settings
 
-# "features" is optional: it is loaded when the module exists (downstream's online feature reads).
 ROUTE_MODULES = ("ingest", "websocket", "ops", "openapi", "features")
-OPTIONAL_MODULES = frozenset({"features"})
 
 
 def error(status: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -37,13 +35,7 @@ def error(status: int, code: str, message: str, headers: dict | None = None, **e
 def collect_routes(settings: Settings) -> list:
     routes = []
     for name in ROUTE_MODULES:
-        try:
-            module = importlib.import_module(f"ingest_platform.gateway.{name}")
-        except ModuleNotFoundError as exc:
-            if name in OPTIONAL_MODULES and exc.name == f"ingest_platform.gateway.{name}":
-                continue
-            raise
-        routes += module.routes(settings)
+        routes += importlib.import_module(f"ingest_platform.gateway.{name}").routes(settings)
     return routes
 
 
