@@ -70,17 +70,9 @@ def connect_async(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1)
 
 
-async def append_entries(client: aioredis.Redis, entries: list[tuple[str, bytes]], field: bytes) -> list[str]:
-    """XADD each (stream, payload) in one round trip; returns the entry ids in order."""
-    async with client.pipeline(transaction=False) as pipe:
-        for stream, payload in entries:
-            pipe.xadd(stream, {field: payload})
-        ids = await pipe.execute()
-    return [i.decode() if isinstance(i, bytes) else i for i in ids]
-
-
 def append_entries_sync(client: redis.Redis, entries: list[tuple[str, bytes]], field: bytes) -> list[str]:
-    """Blocking twin of `append_entries`, for replay tools and tests."""
+    """XADD each (stream, payload) in one round trip; returns the entry ids in order. For replay
+    tools and tests: the gateway appends through its own pipelined client (gateway/state.py)."""
     pipe = client.pipeline(transaction=False)
     for stream, payload in entries:
         pipe.xadd(stream, {field: payload})
