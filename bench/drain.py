@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
+from bench import cpu_model
 from ingest_platform.contract import STREAM_ENTRY_FIELD, USER_INTERACTION, StreamEntry, StreamEvent, stream_entry_encoder
 from ingest_platform.drain import micro_batch
 from ingest_platform.storage.event_log import DrainLog, StreamRange
@@ -44,15 +45,7 @@ ACTIONS = ("play", "pause", "skip", "like", "dislike")
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}"
 
 
 def make_entry(prefix: str, index: int, per_entry: int) -> bytes:

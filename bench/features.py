@@ -26,6 +26,7 @@ from pathlib import Path
 
 import duckdb
 
+from bench import cpu_model
 from ingest_platform.processing import aggregates, features
 from ingest_platform.processing.catalog import TRACK_HOURLY_STATS
 from ingest_platform.storage.warehouse import duckdb_string
@@ -73,15 +74,7 @@ FROM read_parquet({events}, hive_partitioning = true) GROUP BY ALL
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {model}, {platform.system()} {platform.release()}, duckdb {duckdb.__version__}"
+    return f"{os.cpu_count()} cores, {cpu_model()}, {platform.system()} {platform.release()}, duckdb {duckdb.__version__}"
 
 
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
