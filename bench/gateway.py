@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import httpx
 import msgspec
+
+from bench import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = {"user_interaction": {"user_id": "u123", "session_id": "s456", "track_id": "t789", "action": "play",
@@ -260,14 +261,8 @@ async def _ws_load(url: str, key: str, batch: int, duration: float, connections:
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     load1, load5, _ = os.getloadavg()
-    return f"{os.cpu_count()} cores, {model}, load average {load1:.2f}/{load5:.2f} at start"
+    return f"{os.cpu_count()} cores, {cpu_model()}, load average {load1:.2f}/{load5:.2f} at start"
 
 
 def main(argv: list[str] | None = None) -> None:

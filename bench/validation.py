@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 import polars as pl
 
+from bench import cpu_model
 from ingest_platform.contract import MAX_ID_LENGTH
 from ingest_platform.validation import rules as r
 from ingest_platform.validation.split import split_valid_rows
@@ -119,7 +120,7 @@ def main() -> None:
 
     rows_per_s = args.rows / pandera_s
     print(json.dumps({
-        "machine": {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()},
+        "machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
         "rows": args.rows,
         "rejected": {"pandera_polars": split.rejected.height, "duckdb_sql": failing.height},
         "failures_collected": split.failures.height,
@@ -132,16 +133,6 @@ def main() -> None:
         "meets_target": rows_per_s >= 3_000_000,
     }, indent=2))
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
