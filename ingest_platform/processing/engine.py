@@ -122,6 +122,9 @@ def write_snapshot(dataset: DerivedDataset, lake: Path, table: pa.Table) -> Path
 # --- versioned datasets (full rebuilds) ----------------------------------------------------------
 
 KEEP_VERSIONS = 2  # the current one and the one before, which a reader may still be scanning
+# zstd at level 1: encoding dominates the cost of writing feature history (22M rows at 10M events);
+# level 1 took ~10% less CPU than the default level for files ~3% larger (measured, 10M rows).
+VERSION_PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 122880"
 
 
 def write_version(con: duckdb.DuckDBPyConnection, dataset: DerivedDataset, lake: Path, query: str
@@ -132,8 +135,8 @@ def write_version(con: duckdb.DuckDBPyConnection, dataset: DerivedDataset, lake:
     version = root / f"v{time.time_ns()}"
     version.mkdir(parents=True)
     target = duckdb_string(str(version / "part.parquet"))
-    [(rows,)] = con.execute(f"COPY ({cast_to(dataset, f'({query})')}) TO {target} "
-                            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)").fetchall()
+    [(rows,)] = con.execute(f"COPY ({cast_to(dataset, f'({query})')}) TO {target} ({VERSION_PARQUET_OPTIONS})"
+                            ).fetchall()
     _point_current_at(root, version)
     _remove_old_versions(root)
     return version, rows
