@@ -9,10 +9,13 @@ quality (enums, ranges, clock skew, empty or over-long ids) is validation's job 
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import msgspec
 import uuid_utils
@@ -20,9 +23,9 @@ import uuid_utils
 from ingest_platform.contract import EVENT_TYPES, MAX_ID_LENGTH, EventType, StreamEntry, StreamEvent
 from ingest_platform.validation import rules
 
+_encode = msgspec.json.Encoder().encode
 _object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
-_payload_decoders = {name: msgspec.json.Decoder(t.payload) for name, t in EVENT_TYPES.items()}
 _CONTROL = {c: None for c in range(0x20)} | {c: None for c in range(0x7F, 0xA0)}
 
 class BodyError(Exception):
@@ -40,13 +43,18 @@ class Rejection:
     message: str
 
 
-@dataclass
 class ParsedBatch:
-    size: int = 0  # events in the request (accepted + rejected): the rate-limit cost
-    accepted: dict[str, list[StreamEvent]] = field(default_factory=dict)  # event type -> events
-    order: list[tuple[int, str]] = field(default_factory=list)  # (index, event_id) of accepted
-    rejected: list[Rejection] = field(default_factory=list)
-    accepted_by_type: dict[str, int] = field(default_factory=dict)
+    """The outcome of parsing one request (a plain class: a dataclass with default factories costs
+    a microsecond per request to build)."""
+
+    __slots__ = ("size", "accepted", "order", "rejected", "accepted_by_type")
+
+    def __init__(self, size: int = 0):
+        self.size = size  # events in the request (accepted + rejected): the rate-limit cost
+        self.accepted: dict[str, list[AcceptedEvent]] = {}  # event type -> events
+        self.order: list[tuple[int, str]] = []  # (index, event_id) of accepted
+        self.rejected: list[Rejection] = []
+        self.accepted_by_type: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -103,16 +111,17 @@ def parse_events(raws: list[msgspec.Raw], key_scopes: frozenset[str] | list[str]
     accepted, order, rejected = batch.accepted, batch.order, batch.rejected
     permitted: set[str] = set()  # event types that passed the policy check in this request
     strict_now = (received_at or datetime.now(timezone.utc)) if policy.strict else None
+    clean = _cleaner(raws)
+    decoded = _decode_all(raws, limits)
     for index, raw in enumerate(raws):
         try:
-            event_type, payload = _decode_event(raw, limits)
-            name = event_type.name
+            name, payload = _decode_event(raw, limits) if decoded is None else decoded[index]
             if name not in permitted:
-                _check_policy(event_type, key_scopes, policy)
+                _check_policy(EVENT_TYPES[name], key_scopes, policy)
                 permitted.add(name)
-            record = to_stream_event(event_type, payload, raw)
+            record = _record(name, payload, raw, clean)
             if strict_now is not None:
-                _check_values(event_type, record, strict_now)
+                _check_values(EVENT_TYPES[name], record.event_id, msgspec.structs.asdict(payload), strict_now)
         except _Rejected as exc:
             rejected.append(Rejection(index, exc.code, exc.message))
             continue
@@ -130,30 +139,76 @@ class _Rejected(Exception):
         self.code, self.message = code, message
 
 
+# Per event type, the contract's payload struct as the gateway decodes it: the same fields and
+# checks, but encoding leaves out `event_id` once it is set to None. The decoded struct then serves
+# as the record's "fields" as it is, without building a dict per event.
+_FIELDS = {
+    name: msgspec.defstruct(
+        t.payload.__name__, [(f.name, f.type, f.default) if f.default is not msgspec.NODEFAULT else (f.name, f.type)
+                             for f in msgspec.structs.fields(t.payload)],
+        omit_defaults=True, forbid_unknown_fields=True)
+    for name, t in EVENT_TYPES.items()
+}
+_payload_decoders = {name: msgspec.json.Decoder(fields) for name, fields in _FIELDS.items()}
+
 # One decode for the common case: an object with one optional field per event type. Anything it
 # refuses goes through `_classify`, which names the exact problem.
 # UNSET (not None) as the default, so a present `null` (or a second key) never slips through.
 _Envelope = msgspec.defstruct(
-    "_Envelope", [(name, t.payload | msgspec.UnsetType, msgspec.UNSET) for name, t in EVENT_TYPES.items()],
+    "_Envelope", [(name, fields | msgspec.UnsetType, msgspec.UNSET) for name, fields in _FIELDS.items()],
     forbid_unknown_fields=True)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
+_envelopes_decoder = msgspec.json.Decoder(list[_Envelope])
+# A batch usually holds one type of event: decoded as a list of that type only, it needs no
+# per-event look at which type each envelope holds.
+_uniform_decoders = {
+    name: msgspec.json.Decoder(list[msgspec.defstruct(f"_Only_{name}", [(name, fields)], forbid_unknown_fields=True)])
+    for name, fields in _FIELDS.items()
+}
 
 
-def _decode_event(raw: msgspec.Raw, limits: Limits) -> tuple[EventType, msgspec.Struct]:
+def _decode_all(raws: list[msgspec.Raw], limits: Limits) -> list[tuple[str, msgspec.Struct]] | None:
+    """(event type, payload) of every event of a batch, in one decode, when all are well-formed and
+    within size; else None, and each is decoded on its own to tell exactly which is wrong and why."""
+    if len(raws) == 1 or any(len(raw) > limits.max_event_bytes for raw in raws):
+        return None
+    array = b"[" + b",".join(raws) + b"]"
+    try:
+        name, _ = _decode_event(raws[0], limits)
+        payload_of = operator.attrgetter(name)
+        return [(name, payload_of(only)) for only in _uniform_decoders[name].decode(array)]
+    except (_Rejected, msgspec.ValidationError, RecursionError):
+        pass  # a mixed batch, or a bad event somewhere
+    try:
+        return [_unwrap(envelope, raw) for envelope, raw in zip(_envelopes_decoder.decode(array), raws)]
+    except (_Rejected, msgspec.ValidationError, RecursionError):
+        return None
+
+
+def _decode_event(raw: msgspec.Raw, limits: Limits) -> tuple[str, msgspec.Struct]:
     if len(raw) > limits.max_event_bytes:
         raise _Rejected("event_too_large", f"an event is at most {limits.max_event_bytes} bytes")
     try:
         envelope = _envelope_decoder.decode(raw)
     except (msgspec.ValidationError, RecursionError):
         return _classify(raw)
-    found = [(name, payload) for name in EVENT_TYPES if (payload := getattr(envelope, name)) is not msgspec.UNSET]
-    if len(found) != 1:
+    return _unwrap(envelope, raw)
+
+
+def _unwrap(envelope, raw: msgspec.Raw) -> tuple[str, msgspec.Struct]:
+    """(event type, payload) of an envelope holding exactly one event."""
+    found = None
+    for name in _FIELDS:
+        if getattr(envelope, name) is not msgspec.UNSET:
+            if found is not None:
+                return _classify(raw)
+            found = name
+    if found is None:
         return _classify(raw)
-    name, payload = found[0]
-    return EVENT_TYPES[name], payload
+    return found, getattr(envelope, found)
 
 
-def _classify(raw: msgspec.Raw) -> tuple[EventType, msgspec.Struct]:
+def _classify(raw: msgspec.Raw) -> tuple[str, msgspec.Struct]:
     """The slow path: decode step by step to say precisely what is wrong."""
     try:
         wrapper = _object_decoder.decode(raw)
@@ -172,7 +227,7 @@ def _classify(raw: msgspec.Raw) -> tuple[EventType, msgspec.Struct]:
         raise _Rejected("invalid_field", f"{name}: {exc}")
     except RecursionError:
         raise _Rejected("too_deep", "the event nests JSON too deeply")
-    return EVENT_TYPES[name], payload
+    return name, payload
 
 
 def _check_policy(event_type: EventType, key_scopes, policy: Policy) -> None:
@@ -183,17 +238,16 @@ def _check_policy(event_type: EventType, key_scopes, policy: Policy) -> None:
         raise _Rejected("forbidden_event_type", f"this API key may not send {event_type.name}")
 
 
-def _check_values(event_type: EventType, record: StreamEvent, received_at: datetime) -> None:
+def _check_values(event_type: EventType, event_id: str, fields: dict, received_at: datetime) -> None:
     """Strict mode: every value-level problem of one event, reported together as `check: message`.
 
     The rules are validation's (`validation.rules`: the same enums, ranges, id charset and clock
     limits the drain applies with pandera), so strict mode rejects what would become a dead letter.
     """
     problems = []
-    fields = record.fields
     name = event_type.name
     for column in _ID_COLUMNS[name]:
-        value = record.event_id if column == "event_id" else fields.get(column)
+        value = event_id if column == "event_id" else fields.get(column)
         if not 1 <= len(value) <= MAX_ID_LENGTH:
             problems.append(f"{rules.ID_LENGTH}: {column} must be 1-{MAX_ID_LENGTH} characters after trimming")
         elif not _ID_CHARSET.match(value):
@@ -238,13 +292,50 @@ _FIELD_PLANS = {
     name: tuple((f, f in t.timestamp_fields) for f in t.payload_fields) for name, t in EVENT_TYPES.items()
 }
 _TIMESTAMP_FIELDS = {name: t.timestamp_fields for name, t in EVENT_TYPES.items()}
+_OTHER_FIELDS = {name: tuple(f for f in t.payload_fields if f not in t.timestamp_fields) for name, t in EVENT_TYPES.items()}
+
+
+class AcceptedEvent(msgspec.Struct):
+    """An accepted event as the gateway buffers it: encodes exactly as `contract.StreamEvent`, but
+    `fields` is the decoded payload struct itself (its event_id set to None, so left out)."""
+
+    event_id: str
+    fields: Any
+    raw: msgspec.Raw
+
+
+def _record(name: str, payload: msgspec.Struct, raw: msgspec.Raw, clean: Callable[[str], str] | None) -> AcceptedEvent:
+    """The hot path's `to_stream_event`: the same sanitising, in place on the decoded struct."""
+    if clean is None:
+        clean = _cleaner([raw])
+    for field in _OTHER_FIELDS[name]:
+        value = getattr(payload, field)
+        if value.__class__ is str:
+            setattr(payload, field, clean(value))
+    for field in _TIMESTAMP_FIELDS[name]:
+        setattr(payload, field, normalise_timestamp(getattr(payload, field)))
+    event_id = payload.event_id
+    if event_id is None:
+        event_id = str(uuid_utils.uuid7())
+    else:
+        event_id, payload.event_id = clean(event_id), None
+    return AcceptedEvent(event_id, payload, raw)
+
+
+def _cleaner(raws: list[msgspec.Raw]) -> Callable[[str], str] | None:
+    """str.strip when every event is plain ASCII; None: decide per event.
+
+    JSON forbids raw control characters in strings, so ASCII without escapes or DEL holds no
+    control character and is already NFC: its strings only need trimming."""
+    data = bytes(raws[0]) if len(raws) == 1 else b"".join(raws)
+    if data.isascii() and b"\\" not in data and b"\x7f" not in data:
+        return str.strip
+    return None if len(raws) > 1 else sanitise
 
 
 def to_stream_event(event_type: EventType, payload: msgspec.Struct, raw: msgspec.Raw) -> StreamEvent:
-    # JSON forbids raw control characters in strings, so ASCII without escapes or DEL holds no
-    # control character and is already NFC: its strings only need trimming.
-    data = bytes(raw)
-    clean = str.strip if data.isascii() and b"\\" not in data and b"\x7f" not in data else sanitise
+    """The record of one decoded event, with its fields as a dict (the DLQ replay's way in)."""
+    clean = _cleaner([raw])
     fields = msgspec.structs.asdict(payload)
     event_id = fields.pop("event_id")
     for name, is_timestamp in _FIELD_PLANS[event_type.name]:
@@ -299,14 +390,35 @@ def stream_entries(batch: ParsedBatch, received_at: str, api_key_id: str) -> lis
     ]
 
 
-def results(batch: ParsedBatch) -> list[dict]:
+class AcceptedResult(msgspec.Struct):
+    """`{"index", "status": "accepted", "event_id"}` in a response (a struct encodes faster than a dict)."""
+
+    index: int
+    status: str
+    event_id: str
+
+
+class RejectedResult(msgspec.Struct):
+    index: int
+    status: str
+    code: str
+    reason: str
+
+
+def results(batch: ParsedBatch) -> list[AcceptedResult | RejectedResult]:
     """Per-event results in request order."""
-    out: list[dict | None] = [None] * batch.size
+    out: list = [None] * batch.size
     for index, event_id in batch.order:
-        out[index] = {"index": index, "status": "accepted", "event_id": event_id}
+        out[index] = AcceptedResult(index, "accepted", event_id)
     for r in batch.rejected:
-        out[r.index] = {"index": r.index, "status": "rejected", "code": r.code, "reason": r.message}
-    return out  # type: ignore[return-value]
+        out[r.index] = RejectedResult(r.index, "rejected", r.code, r.message)
+    return out
+
+
+def encode_results(batch: ParsedBatch) -> tuple[int, bytes]:
+    """The HTTP status and JSON body answering `batch`."""
+    body = {"accepted": len(batch.order), "rejected": len(batch.rejected), "results": results(batch)}
+    return (202 if batch.order else rejected_status(batch)), _encode(body)
 
 
 def rejected_status(batch: ParsedBatch) -> int:

@@ -1,24 +1,26 @@
 """POST /v1/events: one event or {"events": [...]}, answered with a result per event.
 
-A raw ASGI endpoint rather than a Starlette Request/Response handler: this is the hot path, and
-the request/response objects cost about as much as the rest of the work for a single event.
+`answer` is the whole request, independent of how the bytes arrive: the gateway's own HTTP
+protocol (`fastpath`, the hot path) calls it straight from the socket, and `EventsEndpoint` is the
+same thing as a raw ASGI app for any other server (and for the Starlette route table).
 
-Statuses: 202 when at least one event was accepted; 400 (unreadable body), 413 (too large),
-422 (no event acceptable), 403 (every event outside the key's scopes), 401 (key), 429 (rate
-limit), 503 (buffer unavailable or full). Error bodies are {"error": {"code", "message", ...}}.
+Statuses: 202 when at least one event was accepted; 400 (unreadable body), 408 (body too slow),
+413 (too large), 422 (no event acceptable), 403 (every event outside the key's scopes), 401 (key),
+429 (rate limit), 503 (buffer unavailable or full). Error bodies are {"error": {"code", "message", ...}}.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.routing import Route
 
 from ingest_platform.gateway import metrics, rate_limit
 from ingest_platform.gateway.auth import AuthError, bearer_token
-from ingest_platform.gateway.events import BodyError, results, rejected_status, split_body
+from ingest_platform.gateway.events import BodyError, encode_results, split_body
 from ingest_platform.gateway.logs import log, request_id
 from ingest_platform.gateway.state import Gateway, RateLimited, Unavailable
 
@@ -26,88 +28,104 @@ ROUTE = "/v1/events"
 _encode = msgspec.json.Encoder().encode
 _JSON = (b"content-type", b"application/json")
 
+Headers = list[tuple[bytes, bytes]]
+BodyReader = Callable[[], Awaitable[bytes]]  # the whole body; raises Reply (400, 408, 413) itself
 
-class _Reply(Exception):
+
+class Reply(Exception):
     """An early answer: status, error body, extra headers."""
 
-    def __init__(self, status: int, code: str, message: str, headers: list | None = None, **extra):
+    def __init__(self, status: int, code: str, message: str, headers: Headers | None = None, **extra):
         self.status, self.headers = status, headers or []
         self.body = {"error": {"code": code, "message": message, **extra}}
 
 
+def body_too_large(max_bytes: int) -> Reply:
+    return Reply(413, "body_too_large", f"a request body is at most {max_bytes} bytes")
+
+
+def body_timeout(timeout: float) -> Reply:
+    return Reply(408, "body_timeout", f"the request body must arrive within {timeout:g} s", [(b"connection", b"close")])
+
+
+def client_gone() -> Reply:
+    return Reply(400, "client_disconnected", "the client went away before the body arrived")
+
+
+async def answer(gateway: Gateway, headers: dict[bytes, bytes], client: str | None,
+                 read_body: BodyReader) -> tuple[int, bytes, Headers]:
+    """(status, JSON payload, headers) for one request; never raises."""
+    rid = request_id(headers.get(b"x-request-id"))
+    try:
+        status, payload, extra = await _handle(gateway, headers, client, read_body)
+    except Reply as reply:
+        status, payload, extra = reply.status, _encode(reply.body), reply.headers
+    except Exception:  # a bug must still get a JSON answer and a log line, never a dropped connection
+        log.exception("unhandled error in POST /v1/events", extra={"request_id": rid})
+        status, payload, extra = 500, _encode({"error": {"code": "internal", "message": "internal error"}}), []
+    if status == 500 or gateway.settings.gateway_access_log:  # 503s: the flip itself is logged
+        log.log(30 if status >= 500 else 20, "POST /v1/events", extra={"request_id": rid, "status": status})
+    metrics.count_request(ROUTE, status)
+    extra.append((b"x-request-id", rid.encode()))
+    return status, payload, extra
+
+
+async def _handle(gateway: Gateway, headers: dict[bytes, bytes], client: str | None,
+                  read_body: BodyReader) -> tuple[int, bytes, Headers]:
+    try:
+        key = await gateway.auth.authenticate(bearer_token(headers.get(b"authorization")), client)
+    except AuthError as exc:
+        raise Reply(exc.status, exc.code, exc.message,
+                    [(name.lower().encode(), value.encode()) for name, value in exc.headers.items()])
+    try:
+        gateway.check_accepting()
+    except Unavailable as exc:
+        raise _unavailable(exc)
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > gateway.limits.max_body_bytes:
+        raise body_too_large(gateway.limits.max_body_bytes)
+    try:
+        raws = split_body(await read_body(), gateway.limits)
+    except BodyError as exc:
+        raise Reply(exc.status, exc.code, exc.message)
+    try:
+        outcome = await gateway.ingest(key, raws)
+    except Unavailable as exc:
+        raise _unavailable(exc)
+    except RateLimited as exc:
+        retry = exc.retry_after
+        message = str(exc) if math.isfinite(retry) else (
+            f"this request costs {exc.cost} events, more than the key's burst of {exc.limit.burst}")
+        raise Reply(429, "rate_limited", message, rate_limit.headers(exc.limit, exc.admission),
+                    retry_after=retry if math.isfinite(retry) else None)
+    status, payload = encode_results(outcome.batch)
+    return status, payload, rate_limit.headers(outcome.limit, outcome.admission)
+
+
+def _unavailable(exc: Unavailable) -> Reply:
+    r = exc.refusal
+    return Reply(503, r.code, r.message, [(b"retry-after", str(r.retry_after).encode())], retry_after=r.retry_after)
+
+
 class EventsEndpoint:
-    """The ASGI app behind POST /v1/events."""
+    """POST /v1/events as a raw ASGI app (no Request/Response objects: they cost as much as the work)."""
 
     async def __call__(self, scope, receive, send) -> None:
         gateway: Gateway = scope["app"].state.gateway
-        headers = dict(scope["headers"])
-        rid = request_id(headers.get(b"x-request-id"))
-        try:
-            status, body, extra = await self._handle(gateway, scope, headers, receive)
-        except _Reply as reply:
-            status, body, extra = reply.status, reply.body, reply.headers
-        except Exception:  # a bug must still get a JSON answer and a log line, never a dropped connection
-            log.exception("unhandled error in POST /v1/events", extra={"request_id": rid})
-            status, body, extra = 500, {"error": {"code": "internal", "message": "internal error"}}, []
-        if status == 500 or gateway.settings.gateway_access_log:  # 503s: the flip itself is logged
-            log.log(30 if status >= 500 else 20, "POST /v1/events",
-                    extra={"request_id": rid, "status": status})
-        metrics.count_request(ROUTE, status)
-        payload = _encode(body)
+        limit, timeout = gateway.limits.max_body_bytes, gateway.settings.gateway_body_timeout_seconds
+
+        async def read_body() -> bytes:
+            try:
+                async with asyncio.timeout(timeout):  # a body dripped byte by byte must not hold a worker slot
+                    return await _receive_body(receive, limit)
+            except TimeoutError:
+                raise body_timeout(timeout) from None
+
+        client = scope["client"][0] if scope.get("client") else None
+        status, payload, extra = await answer(gateway, dict(scope["headers"]), client, read_body)
         await send({"type": "http.response.start", "status": status,
-                    "headers": [_JSON, (b"content-length", str(len(payload)).encode()),
-                                (b"x-request-id", rid.encode()), *extra]})
+                    "headers": [_JSON, (b"content-length", str(len(payload)).encode()), *extra]})
         await send({"type": "http.response.body", "body": payload})
-
-    async def _handle(self, gateway: Gateway, scope: dict, headers: dict, receive) -> tuple[int, dict, list]:
-        try:
-            client = scope["client"][0] if scope.get("client") else None
-            key = await gateway.auth.authenticate(bearer_token(headers.get(b"authorization")), client)
-        except AuthError as exc:
-            headers = [(name.lower().encode(), value.encode()) for name, value in exc.headers.items()]
-            raise _Reply(exc.status, exc.code, exc.message, headers)
-        try:
-            gateway.check_accepting()
-        except Unavailable as exc:
-            raise _unavailable(exc)
-        body = await _read_body(receive, headers, gateway.limits.max_body_bytes,
-                                gateway.settings.gateway_body_timeout_seconds)
-        try:
-            raws = split_body(body, gateway.limits)
-        except BodyError as exc:
-            raise _Reply(exc.status, exc.code, exc.message)
-        try:
-            outcome = await gateway.ingest(key, raws)
-        except Unavailable as exc:
-            raise _unavailable(exc)
-        except RateLimited as exc:
-            retry = exc.retry_after
-            message = str(exc) if math.isfinite(retry) else (
-                f"this request costs {exc.cost} events, more than the key's burst of {exc.limit.burst}")
-            raise _Reply(429, "rate_limited", message, rate_limit.headers(exc.limit, exc.admission),
-                         retry_after=retry if math.isfinite(retry) else None)
-        batch = outcome.batch
-        body = {"accepted": len(batch.order), "rejected": len(batch.rejected), "results": results(batch)}
-        status = 202 if batch.order else rejected_status(batch)
-        return status, body, rate_limit.headers(outcome.limit, outcome.admission)
-
-
-def _unavailable(exc: Unavailable) -> _Reply:
-    r = exc.refusal
-    return _Reply(503, r.code, r.message, [(b"retry-after", str(r.retry_after).encode())],
-                  retry_after=r.retry_after)
-
-
-async def _read_body(receive, headers: dict, max_bytes: int, timeout: float) -> bytes:
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _Reply(413, "body_too_large", f"a request body is at most {max_bytes} bytes")
-    try:
-        async with asyncio.timeout(timeout):  # a body dripped byte by byte must not hold a worker slot
-            return await _receive_body(receive, max_bytes)
-    except TimeoutError:
-        raise _Reply(408, "body_timeout", f"the request body must arrive within {timeout:g} s",
-                     [(b"connection", b"close")]) from None
 
 
 async def _receive_body(receive, max_bytes: int) -> bytes:
@@ -115,11 +133,11 @@ async def _receive_body(receive, max_bytes: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _Reply(400, "client_disconnected", "the client went away before the body arrived")
+            raise client_gone()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
-            raise _Reply(413, "body_too_large", f"a request body is at most {max_bytes} bytes")
+            raise body_too_large(max_bytes)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -26,14 +26,22 @@ def _reply(status: int, reason: str, code: str, message: str) -> bytes:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """Closes a connection whose request head is incomplete after GATEWAY_HEADER_TIMEOUT_SECONDS
     (408), larger than GATEWAY_MAX_HEADER_BYTES (431) or not HTTP (400), answering with a JSON
-    error body first."""
+    error body first.
+
+    One timer per connection, not per request: a request head only notes when it began, and the
+    timer, when it fires, re-arms itself for whatever time the current head has left. On a busy
+    keep-alive connection that is one timer every few seconds instead of one per request.
+    """
 
     _head_timer: asyncio.TimerHandle | None = None
     _awaiting_head = True
     _head_bytes = 0
+    _head_started = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        settings = get_settings()
+        self._head_timeout, self._max_head_bytes = settings.gateway_header_timeout_seconds, settings.gateway_max_header_bytes
         self._await_head()
 
     def on_message_begin(self) -> None:
@@ -43,16 +51,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
-        self._cancel_head_timer()
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
         if self._awaiting_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._awaiting_head and self._head_bytes > get_settings().gateway_max_header_bytes:
+        if self._awaiting_head and self._head_bytes > self._max_head_bytes:
             self._refuse(_reply(431, "Request Header Fields Too Large", "headers_too_large",
-                                f"the request head is over {get_settings().gateway_max_header_bytes} bytes"))
+                                f"the request head is over {self._max_head_bytes} bytes"))
 
     def send_400_response(self, msg: str) -> None:
         """Unparseable HTTP gets the same JSON error body as every other rejection."""
@@ -63,15 +70,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _await_head(self) -> None:
-        self._awaiting_head, self._head_bytes = True, 0
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(get_settings().gateway_header_timeout_seconds, self._head_too_slow)
+        self._awaiting_head, self._head_bytes, self._head_started = True, 0, self.loop.time()
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(self._head_started + self._head_timeout, self._check_head)
 
-    def _head_too_slow(self) -> None:
+    def _check_head(self) -> None:
         self._head_timer = None
-        if self._awaiting_head:
-            self._refuse(_reply(408, "Request Timeout", "header_timeout",
-                                f"the request head must arrive within {get_settings().gateway_header_timeout_seconds} s"))
+        if not self._awaiting_head or self.transport.is_closing():
+            return  # re-armed by the next request's head
+        deadline = self._head_started + self._head_timeout
+        if self.loop.time() < deadline:  # a later head than the one this timer was set for
+            self._head_timer = self.loop.call_at(deadline, self._check_head)
+            return
+        self._refuse(_reply(408, "Request Timeout", "header_timeout",
+                            f"the request head must arrive within {self._head_timeout:g} s"))
 
     def _refuse(self, response: bytes) -> None:
         self._cancel_head_timer()

@@ -26,9 +26,9 @@ def headers(limit: RateLimit, admission: Admission) -> list[tuple[bytes, bytes]]
     # Reset: seconds until the bucket is full again.
     reset = math.ceil((limit.burst - admission.remaining) / limit.per_second) if limit.per_second else 0
     out = [
-        (b"ratelimit-limit", str(limit.burst).encode()),
-        (b"ratelimit-remaining", str(max(0, admission.remaining)).encode()),
-        (b"ratelimit-reset", str(max(0, reset)).encode()),
+        (b"ratelimit-limit", b"%d" % limit.burst),
+        (b"ratelimit-remaining", b"%d" % max(0, admission.remaining)),
+        (b"ratelimit-reset", b"%d" % max(0, reset)),
     ]
     if not admission.admitted:
         out.append((b"retry-after", str(max(1, math.ceil(admission.retry_after))).encode()))

@@ -17,7 +17,7 @@ from ingest_platform.settings import Settings
 def run(settings: Settings, host: str | None = None, port: int | None = None, workers: int = 1) -> None:
     import uvicorn
 
-    from ingest_platform.gateway.protocol import GuardedHttpToolsProtocol
+    from ingest_platform.gateway.fastpath import GatewayHttpProtocol
 
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -28,7 +28,7 @@ def run(settings: Settings, host: str | None = None, port: int | None = None, wo
         uvicorn.run(
             "ingest_platform.gateway.app:app_from_env", factory=True,
             host=host or settings.gateway_host, port=port or settings.gateway_port, workers=workers,
-            http=GuardedHttpToolsProtocol,  # bounds the time and size of request heads (slowloris)
+            http=GatewayHttpProtocol,  # POST /v1/events without an ASGI cycle; bounded request heads (slowloris)
             log_level="warning", access_log=False,  # the gateway logs JSON itself; never URLs with keys
             ws_max_size=settings.max_body_bytes + 1024,  # bigger messages are closed with 1009
             backlog=4096, timeout_graceful_shutdown=5,

@@ -58,6 +58,19 @@ class Outcome:
     admission: Admission
 
 
+_second, _second_text = -1, ""
+
+
+def utc_now_iso() -> str:
+    """Now as `2026-11-26T10:00:00.123456Z`, like datetime.isoformat() but a quarter of its cost:
+    the text up to the second is made once per second."""
+    global _second, _second_text
+    second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    if second != _second:
+        _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second_text}.{micros:06d}Z"
+
+
 class Gateway:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -77,6 +90,7 @@ class Gateway:
         self._warn_about_eviction()
 
     async def stop(self) -> None:
+        metrics.flush()
         await self.health.stop()
         await self.writer.close()
         await self.redis.aclose()
@@ -97,9 +111,13 @@ class Gateway:
     async def ingest(self, key: ApiKeyRecord, raws: list[msgspec.Raw]) -> Outcome:
         """Parse, rate-limit and append; raises Unavailable or RateLimited with nothing written."""
         self.check_accepting()
-        now = datetime.now(timezone.utc)
-        batch = parse_events(raws, key.scopes, self.limits, self.policy, now)
-        received_at = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        if self.policy.strict:  # strict checks compare timestamps with the server's clock
+            now = datetime.now(timezone.utc)
+            batch = parse_events(raws, key.scopes, self.limits, self.policy, now)
+            received_at = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        else:
+            batch = parse_events(raws, key.scopes, self.limits, self.policy)
+            received_at = utc_now_iso()
         entries = [(stream, stream_entry_encoder.encode(entry))
                    for stream, entry in stream_entries(batch, received_at, key.key_id)]
         limit = rate_limit.limit_for(key, self.settings)
@@ -114,7 +132,7 @@ class Gateway:
             if str(exc).startswith("OOM"):
                 raise Unavailable(OUT_OF_MEMORY) from exc
             raise
-        metrics.REDIS_WRITE.observe(time.perf_counter() - started)
+        metrics.observe_redis_write(time.perf_counter() - started)
         if not admission.admitted:
             raise RateLimited(limit, admission, cost)
         self._count(batch)

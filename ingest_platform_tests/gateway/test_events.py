@@ -1,0 +1,120 @@
+"""The gateway's parsing shortcuts give exactly what the plain path gives (no Redis, no server)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import msgspec
+import pytest
+
+from ingest_platform.contract import EVENT_TYPES, stream_entry_encoder
+from ingest_platform.gateway import events, metrics
+from ingest_platform.gateway.events import Limits, Policy, parse_events, results, split_body, to_stream_event
+from ingest_platform.gateway.state import utc_now_iso
+
+LIMITS = Limits(max_batch_events=500, max_event_bytes=32 * 1024)
+POLICY = Policy(frozenset(EVENT_TYPES))
+SCOPES = frozenset(EVENT_TYPES)
+
+INTERACTION = {"user_id": "u1", "session_id": "s1", "track_id": "t1", "action": "play",
+               "timestamp": "2026-11-26T11:00:00+01:00", "event_id": "id-1"}
+FEEDBACK = {"user_id": "u1", "recommendation_id": "r1", "feedback_type": "explicit", "rating": 4.5,
+            "timestamp": "2026-11-26T10:00:00Z", "event_id": "id-2"}
+TRICKY = [  # each needs sanitising in a different way
+    {"user_interaction": INTERACTION},
+    {"feedback_event": FEEDBACK},
+    {"user_interaction": {**INTERACTION, "user_id": "  padded  ", "event_id": " id-3 "}},
+    {"user_interaction": {**INTERACTION, "track_id": "Cafe\u0301", "event_id": "id-4"}},  # not NFC
+    {"user_interaction": {**INTERACTION, "session_id": "a\u0007b\u0085c", "event_id": "id-5"}},  # controls
+    {"user_interaction": {**INTERACTION, "action": "pl\\u0061y", "event_id": "id-6"}},  # an escape
+    {"user_interaction": {**INTERACTION, "timestamp": "not a time", "event_id": "id-7"}},
+    {"feedback_event": {**FEEDBACK, "rating": 4, "event_id": "id-8"}},  # an int where a float goes
+]
+
+
+def _wire(event: dict) -> bytes:
+    # json.dumps would escape the escape in "pl\\u0061y": write that one as a JSON escape on purpose
+    return json.dumps(event, ensure_ascii=False).replace("\\\\u0061", "\\u0061").encode()
+
+
+def _reference(raw: bytes) -> bytes:
+    """The stream record of one event through the plain path (`to_stream_event`)."""
+    (name, inner), = msgspec.json.decode(raw).items()
+    event_type = EVENT_TYPES[name]
+    payload = msgspec.convert(inner, event_type.payload)
+    return stream_entry_encoder.encode(to_stream_event(event_type, payload, msgspec.Raw(raw)))
+
+
+@pytest.mark.parametrize("as_batch", [False, True])
+def test_records_encode_exactly_as_the_plain_path(as_batch):
+    raws = [_wire(e) for e in TRICKY]
+    if as_batch:
+        body = b'{"events": [' + b", ".join(raws) + b"]}"
+        batch = parse_events(split_body(body, LIMITS), SCOPES, LIMITS, POLICY)
+        records = [r for name in ("user_interaction", "feedback_event") for r in batch.accepted.get(name, [])]
+    else:
+        records = []
+        for raw in raws:
+            batch = parse_events(split_body(raw, LIMITS), SCOPES, LIMITS, POLICY)
+            records += [r for events_ in batch.accepted.values() for r in events_]
+    got = {r.event_id: stream_entry_encoder.encode(r) for r in records}
+    want = {}
+    for raw in raws:
+        reference = _reference(raw)
+        want[msgspec.json.decode(reference)["event_id"]] = reference
+    assert got == want
+
+
+def test_a_uniform_a_mixed_and_a_flawed_batch_get_the_same_results_as_one_by_one():
+    good = [{"user_interaction": INTERACTION}] * 3
+    mixed = [{"user_interaction": INTERACTION}, {"feedback_event": FEEDBACK}] * 2
+    flawed = [*good, {"user_interaction": {"user_id": "u1"}}, 7, {"bogus": {}}, {}, {"feedback_event": FEEDBACK}]
+    for events_ in (good, mixed, flawed):
+        raws = split_body(json.dumps({"events": events_}).encode(), LIMITS)
+        together = msgspec.json.encode(results(parse_events(raws, SCOPES, LIMITS, POLICY)))
+        alone = [msgspec.json.decode(msgspec.json.encode(results(parse_events([raw], SCOPES, LIMITS, POLICY))))[0]
+                 for raw in raws]
+        for index, result in enumerate(alone):
+            result["index"] = index
+        assert msgspec.json.decode(together) == alone
+
+
+def test_generated_event_ids_are_uuid7_and_distinct():
+    raws = split_body(json.dumps({"events": [{"user_interaction": {**INTERACTION, "event_id": None}}] * 50}).encode(),
+                      LIMITS)
+    batch = parse_events(raws, SCOPES, LIMITS, POLICY)
+    ids = [event_id for _, event_id in batch.order]
+    assert len(set(ids)) == 50 and all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", i)
+                                       for i in ids)
+    entry = msgspec.json.decode(stream_entry_encoder.encode(batch.accepted["user_interaction"][0]))
+    assert "event_id" not in entry["fields"]  # stamped on the record, not repeated in its fields
+
+
+def test_received_at_text_is_iso_8601_utc_with_microseconds():
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", utc_now_iso())
+
+
+def test_metric_tallies_reach_the_metrics_when_flushed():
+    def value(name: str, **labels) -> float:
+        text = metrics.exposition()[0].decode()  # flushes first
+        wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else " "
+        line = next((line for line in text.splitlines() if line.startswith(f"{name}{wanted}")), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    before = [value("gateway_requests_total", route="/test", status="202"),
+              value("gateway_redis_write_seconds_bucket", le="0.002"),
+              value("gateway_redis_write_seconds_bucket", le="0.005"),
+              value("gateway_redis_write_seconds_count")]
+    metrics.count_request("/test", 202)
+    metrics.count_request("/test", 202)
+    metrics.observe_redis_write(0.003)
+    after = [value("gateway_requests_total", route="/test", status="202"),
+             value("gateway_redis_write_seconds_bucket", le="0.002"),  # below the observation: unchanged
+             value("gateway_redis_write_seconds_bucket", le="0.005"),
+             value("gateway_redis_write_seconds_count")]
+    assert [a - b for a, b in zip(after, before)] == [2, 0, 1, 1]
+
+
+def test_events_module_keeps_its_plain_path_for_the_dlq_replay():
+    assert events.to_stream_event is to_stream_event
