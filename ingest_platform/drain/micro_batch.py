@@ -9,14 +9,19 @@ after a crash, or a second drain racing the first, rewrites the same files with 
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from queue import Empty, Full, Queue
 
+import duckdb
 import msgspec
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest_platform.contract import (
     DEAD_LETTER_DATASET,
@@ -67,29 +72,43 @@ class DrainReport:
         return 0.0 if self.oldest_entry_ms is None else max(0.0, time.time() - self.oldest_entry_ms / 1000)
 
 
+class _RawEntry(msgspec.Struct):
+    events: list[msgspec.Raw]
+
+
 class _RawEvent(msgspec.Struct):
     raw: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _RawEntry(msgspec.Struct):
-    events: list[_RawEvent]
-
-
-# Reads only the raw payloads of an entry (the other fields are skipped, not built): dead letters.
+# Dead letters only: the events of an entry as unparsed slices (a scan, nothing built), then the
+# one wanted event's `raw`, which msgspec keeps byte for byte.
 _raw_entry_decoder = msgspec.json.Decoder(_RawEntry)
+_raw_event_decoder = msgspec.json.Decoder(_RawEvent)
+
+# XRANGE page size: ~30 MB of replies at 100 events per entry, small enough for the reader thread to
+# stay a page or two ahead of the processing without holding the range in memory.
+READ_PAGE_ENTRIES = 1_000
+DECODE_THREADS = 2  # the machine's cores; more only contend with validation and the writer
+_DECODE_SQL = (Path(__file__).parent / "sql" / "decode_entries.sql").read_text()
 
 
 @dataclass
 class _Chunk:
-    """Entries of one hour, decoded into column lists. The raw payloads are not decoded per event
-    (only dead letters need them): `payloads` keeps each entry's bytes for `raw_payloads`."""
+    """Entries of one hour, decoded into one Arrow table (columns: event_id, the payload fields,
+    received_at, api_key_id, stream_id). The raw payloads are not decoded per event (only dead
+    letters need them): `payloads` keeps each entry's bytes for `raw_payloads`."""
 
     hour_ms: int
     first_id: str = ""
     last_id: str = ""
     entries: int = 0
-    columns: dict[str, list] = field(default_factory=dict)
+    events: int = 0
+    pieces: list[pa.Table] = field(default_factory=list)
     payloads: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self.pieces).drop_columns(["entry_pos"])
 
     def raw_payloads(self, stream_ids: list[str]) -> list[str]:
         """The events' JSON exactly as the client sent it, for positions "<entry id>/<index>"."""
@@ -99,7 +118,7 @@ class _Chunk:
             entry_id, _, index = position.partition("/")
             if entry_id not in decoded:
                 decoded[entry_id] = _raw_entry_decoder.decode(self.payloads[entry_id]).events
-            raws.append(bytes(decoded[entry_id][int(index)].raw).decode())
+            raws.append(bytes(_raw_event_decoder.decode(decoded[entry_id][int(index)]).raw).decode())
         return raws
 
 
@@ -141,64 +160,188 @@ def drain_stream_range(log: DrainLog, event_type: EventType, rng: StreamRange, l
     another one committed its range stops instead of rewriting files that compaction may already
     have retired (the rewrite would be identical, but it would bring a retired file back)."""
     report = DrainReport(range=rng)
-    for chunk in _chunks(log, event_type, rng):
-        if log.cursor(rng.stream) != rng.start:
-            report.superseded = True
-            return report
-        report.entries += chunk.entries
-        if report.oldest_entry_ms is None:
-            report.oldest_entry_ms = entry_ms(chunk.first_id)
-        _land_chunk(log, event_type, rng, chunk, lake, report, dead_letters_enabled)
+    # One writer thread writes a chunk's files while the next chunk is validated (pyarrow writes
+    # without holding the GIL); every write has finished (or failed) before this returns, hence
+    # before the cursor can move.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-writer") as writer:
+        writes: list[tuple[LandedFile, Future]] = []
+        for chunk in _chunks(log, event_type, rng):
+            if log.cursor(rng.stream) != rng.start:
+                report.superseded = True
+                break
+            report.entries += chunk.entries
+            if report.oldest_entry_ms is None:
+                report.oldest_entry_ms = entry_ms(chunk.first_id)
+            writes += _land_chunk(log, event_type, rng, chunk, lake, report, dead_letters_enabled, writer)
+        for landed, write in writes:
+            landed.bytes = write.result()
     return report
 
 
 def _chunks(log: DrainLog, event_type: EventType, rng: StreamRange):
-    payload_fields = event_type.payload_fields  # a computed property: read it once, not per event
-    names = ("event_id", *payload_fields, "received_at", "api_key_id", "__entry", "__index")
+    """The range's entries as chunks of one ingestion hour and at most about FILE_TARGET_EVENTS
+    events (cut between entries, after the entry that reaches the target)."""
     chunk: _Chunk | None = None
-    events = 0
-    for entry_id, fields in log.read_range(rng):
-        hour_ms = entry_ms(entry_id) // 3_600_000 * 3_600_000
-        if chunk is None or hour_ms != chunk.hour_ms or events >= FILE_TARGET_EVENTS:
-            if chunk is not None:
-                yield chunk
-            chunk, events = _Chunk(hour_ms, first_id=entry_id, columns={n: [] for n in names}), 0
-            cols = chunk.columns
-            payload_columns = [(name, cols[name]) for name in payload_fields]
-        payload = fields[STREAM_ENTRY_FIELD]
-        chunk.payloads[entry_id] = payload
-        entry = stream_entry_decoder.decode(payload)
-        count = len(entry.events)
-        # Column-wise comprehensions: several times faster than appending field by field per event.
-        cols["event_id"].extend([event.event_id for event in entry.events])
-        values = [event.fields for event in entry.events]
-        for name, column in payload_columns:
-            column.extend([v.get(name) for v in values])
-        cols["received_at"].extend([entry.received_at] * count)
-        cols["api_key_id"].extend([entry.api_key_id] * count)
-        cols["__entry"].extend([entry_id] * count)
-        cols["__index"].extend(range(count))
-        events += count
-        chunk.entries += 1
-        chunk.last_id = entry_id
+    for entry_ids, payloads, table in _decoded_pages(log, event_type, rng):
+        counts = _events_per_entry(table, len(entry_ids))
+        row = piece_row = 0
+        for pos, entry_id in enumerate(entry_ids):
+            hour_ms = entry_ms(entry_id) // 3_600_000 * 3_600_000
+            if chunk is None or hour_ms != chunk.hour_ms or chunk.events >= FILE_TARGET_EVENTS:
+                if chunk is not None:
+                    chunk.pieces.append(table.slice(piece_row, row - piece_row))
+                    yield chunk
+                chunk, piece_row = _Chunk(hour_ms, first_id=entry_id), row
+            chunk.payloads[entry_id] = payloads[pos]
+            chunk.entries += 1
+            chunk.events += counts[pos]
+            chunk.last_id = entry_id
+            row += counts[pos]
+        chunk.pieces.append(table.slice(piece_row, row - piece_row))  # (every page has an entry)
     if chunk is not None:
         yield chunk
 
 
+def _events_per_entry(table: pa.Table, entries: int) -> list[int]:
+    counts = [0] * entries  # an entry with no events has no row
+    for item in pc.value_counts(table["entry_pos"]).to_pylist():
+        counts[item["values"]] = item["counts"]
+    return counts
+
+
+def _decoded_pages(log: DrainLog, event_type: EventType, rng: StreamRange):
+    """(entry ids, payloads, decoded events) per XRANGE page of the range, in order. A reader thread
+    fetches the pages (XRANGE mostly waits on the socket) and hands each to a pool of decoders
+    (DuckDB decodes without the GIL), so two pages decode at once while the next one is fetched:
+    decoding was the slowest stage of the drain, and the processing waited on it."""
+    decoders = threading.local()  # a DuckDB connection is not shared between threads
+
+    def decode(page):
+        if not hasattr(decoders, "decoder"):
+            decoders.decoder = _PageDecoder(event_type)
+        entry_ids = [entry_id for entry_id, _ in page]
+        payloads = [fields[STREAM_ENTRY_FIELD] for _, fields in page]
+        return entry_ids, payloads, decoders.decoder.decode(entry_ids, payloads)
+
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="drain-decoder") as pool:
+        pages = (pool.submit(decode, page) for page in log.read_range_pages(rng, READ_PAGE_ENTRIES))
+        for decoded in _prefetch(pages, depth=DECODE_THREADS + 1):
+            yield decoded.result()
+
+
+class _PageDecoder:
+    """Stream entries -> one Arrow table of their events, in DuckDB's JSON reader: measured at about
+    twice the speed of msgspec structs plus building the columns in Python (1.3M vs 0.6M events/s
+    for 250k events), and no Python object per event. Entries DuckDB cannot read (not JSON, a
+    field of another type) go through msgspec instead, so a bad entry never hides the others."""
+
+    def __init__(self, event_type: EventType):
+        self.event_type = event_type
+        self.schema = _decoded_schema(event_type)
+        self.sql = _decode_sql(event_type)
+        self.con = duckdb.connect()
+        self.con.execute("SET threads = 1")  # parallel across pages instead (`_decoded_pages`)
+        # Strings as Arrow string views, which polars takes without converting (3x cheaper _frame).
+        self.con.execute("SET produce_arrow_string_view = true")
+
+    def decode(self, entry_ids: list[str], payloads: list[bytes]) -> pa.Table:
+        entries = pa.table({"entry_pos": pa.array(range(len(entry_ids)), pa.int64()),
+                            "entry_id": pa.array(entry_ids, pa.string()),
+                            "payload": pa.array(payloads, pa.binary())})
+        try:
+            entries = entries.set_column(2, "payload", entries["payload"].cast(pa.string()))
+            self.con.register("entries", entries)
+            return self.con.sql(self.sql).to_arrow_table().cast(self.schema)
+        except (duckdb.Error, pa.ArrowException):
+            return _decode_with_msgspec(self.event_type, self.schema, entry_ids, payloads)
+        finally:
+            self.con.unregister("entries")
+
+
+def _decoded_schema(event_type: EventType) -> pa.Schema:
+    payload = {f.name: (pa.float64() if f.type == pa.float64() else pa.string())
+               for f in event_type.arrow_schema if f.name in event_type.payload_fields}
+    text = pa.string_view()
+    return pa.schema([("event_id", text), *{n: (text if t == pa.string() else t) for n, t in payload.items()}.items(),
+                      ("received_at", text), ("api_key_id", text), ("stream_id", text), ("entry_pos", pa.int64())])
+
+
+def _decode_sql(event_type: EventType) -> str:
+    schema = _decoded_schema(event_type)
+    fields = ", ".join(f'"{n}": "{"DOUBLE" if schema.field(n).type == pa.float64() else "VARCHAR"}"'
+                       for n in event_type.payload_fields)
+    entry_type = ('{"received_at": "VARCHAR", "api_key_id": "VARCHAR", '
+                  f'"events": [{{"event_id": "VARCHAR", "fields": {{{fields}}}}}]}}')
+    columns = ", ".join(f'event.fields."{n}" AS "{n}"' for n in event_type.payload_fields)
+    return _DECODE_SQL.format(entry_type=entry_type, field_columns=columns)
+
+
+def _decode_with_msgspec(event_type: EventType, schema: pa.Schema, entry_ids: list[str],
+                         payloads: list[bytes]) -> pa.Table:
+    """The fallback decoder: the contract's own msgspec structs, one entry at a time."""
+    columns: dict[str, list] = {name: [] for name in schema.names}
+    for pos, (entry_id, payload) in enumerate(zip(entry_ids, payloads)):
+        entry = stream_entry_decoder.decode(payload)
+        count = len(entry.events)
+        columns["event_id"].extend([event.event_id for event in entry.events])
+        for name in event_type.payload_fields:
+            columns[name].extend([event.fields.get(name) for event in entry.events])
+        columns["received_at"].extend([entry.received_at] * count)
+        columns["api_key_id"].extend([entry.api_key_id] * count)
+        columns["stream_id"].extend([f"{entry_id}/{index}" for index in range(count)])
+        columns["entry_pos"].extend([pos] * count)
+    return pa.table(columns, schema=schema)
+
+
+def _prefetch(pages, depth: int = 2):
+    """Iterate `pages` in a reader thread, `depth` items ahead, so reading overlaps with validating
+    and writing the previous chunk. Exceptions are raised here; stopping early stops the reader."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def read():
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        queue.put(page, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            queue.put(exc)
+
+    reader = threading.Thread(target=read, name="drain-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                queue.get(timeout=0.1)
+            except Empty:
+                pass
+        reader.join()
+
+
 def _frame(event_type: EventType, chunk: _Chunk) -> pl.DataFrame:
-    lake_types = {f.name: f.type for f in event_type.arrow_schema}
-    columns = {n: v for n, v in chunk.columns.items() if not n.startswith("__")}
-    schema = {n: pl.Float64 if lake_types.get(n) == pa.float64() else pl.String for n in columns}
-    frame = pl.DataFrame(columns, schema=schema)
-    position = pl.concat_str([pl.Series(chunk.columns["__entry"], dtype=pl.String), pl.lit("/"),
-                              pl.Series(chunk.columns["__index"], dtype=pl.Int64).cast(pl.String)])
     parse = [pl.col(n).str.to_datetime(ISO_UTC, time_unit="us", time_zone="UTC", strict=False)
              for n in (*event_type.timestamp_fields, "received_at")]
-    return frame.with_columns(*parse, position.alias("stream_id"), pl.lit(None, dtype=pl.String).alias("raw_payload"))
+    return pl.from_arrow(chunk.table, rechunk=False).with_columns(*parse, pl.lit(None, dtype=pl.String).alias("raw_payload"))
 
 
 def _land_chunk(log: DrainLog, event_type: EventType, rng: StreamRange, chunk: _Chunk, lake: Path,
-                report: DrainReport, dead_letters_enabled: bool) -> None:
+                report: DrainReport, dead_letters_enabled: bool, writer: Executor) -> list[tuple[LandedFile, Future]]:
+    """Validate and deduplicate one chunk, then hand its files to `writer` (each LandedFile gets its
+    size once written)."""
     split = dedup.decide(log.client, rng.stream, chunk.hour_ms, event_type.name, _frame(event_type, chunk),
                          chunk.raw_payloads, batch_name=f"{chunk.first_id}_{chunk.last_id}")
     report.duplicates += split.duplicates
@@ -210,16 +353,21 @@ def _land_chunk(log: DrainLog, event_type: EventType, rng: StreamRange, chunk: _
         )
     hour = hour_of_ms(chunk.hour_ms)
     name = f"{chunk.first_id}_{chunk.last_id}.parquet"
+    writes = []
     if split.valid.height:
         table = split.valid.select(event_type.arrow_schema.names).to_arrow().cast(event_type.arrow_schema)
         path = partition_dir(lake, event_type.dataset, hour) / name
-        report.files.append(LandedFile(event_type.dataset, hour, path, table.num_rows,
-                                       publish_parquet_atomic(table, path, lake), chunk.first_id, chunk.last_id))
+        landed = LandedFile(event_type.dataset, hour, path, table.num_rows, 0, chunk.first_id, chunk.last_id)
+        writes.append((landed, writer.submit(publish_parquet_atomic, table, path, lake)))
+        report.files.append(landed)
         report.valid += table.num_rows
     if split.rejected.height:
         rejected_by = f"{event_type.stream}:{chunk.first_id}_{chunk.last_id}"
         table = dead_letter_table(split.rejected, event_type.name, rejected_by)
         path = partition_dir(lake, DEAD_LETTER_DATASET, hour) / f"{event_type.name}_{name}"
-        report.files.append(LandedFile(DEAD_LETTER_DATASET, hour, path, table.num_rows,
-                                       publish_parquet_atomic(table, path, lake), chunk.first_id, chunk.last_id))
+        landed = LandedFile(DEAD_LETTER_DATASET, hour, path, table.num_rows, 0, chunk.first_id, chunk.last_id)
+        writes.append((landed, writer.submit(publish_parquet_atomic, table, path, lake)))
+        report.files.append(landed)
         report.dead += table.num_rows
+    return writes
+

@@ -46,6 +46,15 @@ return 1
 """
 
 
+# The id of the ARGV[2]-th entry from ARGV[1] on (or of the last one if fewer): for a backlog larger
+# than one range. The entries are read inside Redis, never sent to the caller.
+_NTH_AFTER_LUA = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+if #entries == 0 then return false end
+return entries[#entries][1]
+"""
+
+
 @dataclass(frozen=True)
 class StreamRange:
     """Entries (start, end] of one stream: start exclusive, end inclusive."""
@@ -60,6 +69,11 @@ def entry_ms(entry_id: str | bytes) -> int:
     if isinstance(entry_id, bytes):
         entry_id = entry_id.decode()
     return int(entry_id.split("-", 1)[0])
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def connect(url: str) -> redis.Redis:
@@ -86,6 +100,7 @@ class DrainLog:
         self.client = client
         self._plan = client.register_script(_PLAN_LUA)
         self._commit = client.register_script(_COMMIT_LUA)
+        self._nth_after = client.register_script(_NTH_AFTER_LUA)
 
     def cursor(self, stream: str) -> str:
         value = self.client.hget(CURSORS_KEY, stream)
@@ -99,24 +114,52 @@ class DrainLog:
         cursor, planned_end = (v.decode() for v in self._plan(keys=[CURSORS_KEY, PLANS_KEY], args=[stream, "", ""]))
         if planned_end:
             return StreamRange(stream, cursor, planned_end)
-        last = self.client.xrange(stream, min=f"({cursor}", max="+", count=max_entries)
-        if not last:
+        proposed = self._proposed_end(stream, cursor, max_entries)
+        if proposed is None:
             return None
-        proposed = last[-1][0].decode()
         start, end = (v.decode() for v in self._plan(keys=[CURSORS_KEY, PLANS_KEY], args=[stream, proposed, cursor]))
         if start != cursor or not end:
             return None  # another drain committed meanwhile; the next tick picks up from there
         return StreamRange(stream, start, end)
 
+    def _proposed_end(self, stream: str, cursor: str, max_entries: int) -> str | None:
+        """The id of the `max_entries`-th entry after `cursor`, or of the last one if fewer wait.
+
+        Found without sending the entries here: the range is read once, by the drain. Usually the
+        backlog (entries added minus drained, as `lag` counts it) fits, and the end is simply the
+        stream's last entry; otherwise a script walks the entries inside Redis."""
+        # The counter first: if a commit lands in between, the backlog only looks larger than it is
+        # (the exact path below). The stream's own figures in one transaction (one key: also on a
+        # cluster), so the entries counted are exactly those up to the last id.
+        drained = self.client.hget(DRAINED_KEY, stream)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xinfo_stream(stream)
+        pipe.xrevrange(stream, count=1)
+        try:
+            info, last = pipe.execute()
+        except redis.ResponseError:  # no such stream yet
+            return None
+        if not last or _id_key(last[0][0].decode()) <= _id_key(cursor):
+            return None
+        backlog = int(info.get("entries-added", info.get("length", 0))) - int(drained or 0)
+        if 0 < backlog <= max_entries:
+            return last[0][0].decode()
+        end = self._nth_after(keys=[stream], args=[f"({cursor}", max_entries])
+        return end.decode() if end else None
+
     def read_range(self, rng: StreamRange, chunk: int = 5_000):
         """Yield (entry id, fields) for every entry in the range, `chunk` entries per round trip."""
+        for page in self.read_range_pages(rng, chunk):
+            yield from page
+
+    def read_range_pages(self, rng: StreamRange, chunk: int = 5_000):
+        """Yield the range as lists of (entry id, fields), `chunk` entries per round trip."""
         low = f"({rng.start}"
         while True:
             entries = self.client.xrange(rng.stream, min=low, max=rng.end, count=chunk)
             if not entries:
                 return
-            for entry_id, fields in entries:
-                yield entry_id.decode(), fields
+            yield [(entry_id.decode(), fields) for entry_id, fields in entries]
             if len(entries) < chunk:
                 return
             low = f"({entries[-1][0].decode()}"
