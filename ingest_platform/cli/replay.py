@@ -44,14 +44,9 @@ def replay(
         raise typer.Exit(1)
     if report.files:
         refresh_warehouse(settings.warehouse_path, settings.lake_dir)
-    if oldest and _key(start) < _key(oldest[0][0].decode()):
+    if oldest and event_log.entry_order(start) < event_log.entry_order(oldest[0][0].decode()):
         typer.echo(f"note: entries before {oldest[0][0].decode()} were already trimmed "
                    f"(DRAIN_RETENTION_HOURS={settings.drain_retention_hours:g})", err=True)
     typer.echo(f"replayed {event_type.stream} [{report.start}, {report.end}]: {report.entries} entries, "
                f"{report.landed_valid} valid rows and {report.landed_dead} dead letters written, "
                f"{report.already_landed} already in the lake, {report.duplicates} duplicates dropped")
-
-
-def _key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

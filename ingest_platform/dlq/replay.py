@@ -40,7 +40,7 @@ from ingest_platform.dlq.lineage import (
 )
 from ingest_platform.drain.micro_batch import ISO_UTC
 from ingest_platform.gateway.events import to_stream_event
-from ingest_platform.storage.event_log import DrainLog, append_entries_sync
+from ingest_platform.storage.event_log import DrainLog, append_entries_sync, entry_order
 from ingest_platform.storage.lake import partition_dir, publish_parquet_atomic
 from ingest_platform.storage.warehouse import refresh_warehouse
 from ingest_platform.validation.split import split_valid_rows
@@ -258,16 +258,11 @@ def already_valid_ids(warehouse: Path, lake: Path, event_ids: set[str]) -> set[s
     return found
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def wait_for_drain(log: DrainLog, last_entry_ids: dict[str, str], timeout: float, poll: float = 0.5) -> bool:
     """True once the drain has committed past every stream's last replayed entry."""
     deadline = time.monotonic() + timeout
     while True:
-        if all(_id_key(log.cursor(stream)) >= _id_key(last) for stream, last in last_entry_ids.items()):
+        if all(entry_order(log.cursor(stream)) >= entry_order(last) for stream, last in last_entry_ids.items()):
             return True
         if time.monotonic() >= deadline:
             return False
@@ -286,7 +281,7 @@ def settle_replay(warehouse: Path, lake: Path, log: DrainLog, replay_id: str) ->
     writing anything: it dropped them as exact repeats of an existing dead letter. Returns how many."""
     # Cursors first, then the snapshot: every entry behind a cursor had its files written (the
     # drain commits after writing), so the snapshot shows whatever it landed.
-    cursors = {t.name: _id_key(log.cursor(t.stream)) for t in EVENT_TYPES.values()}
+    cursors = {t.name: entry_order(log.cursor(t.stream)) for t in EVENT_TYPES.values()}
     con = inspection.open_dead_letters(warehouse, lake)
     if con is None:
         return 0
@@ -295,7 +290,7 @@ def settle_replay(warehouse: Path, lake: Path, log: DrainLog, replay_id: str) ->
     now = datetime.now(timezone.utc)
     records = []
     for event_id, event_type, letter_stream_id, replayed_stream_id, fix in awaiting:
-        if cursors[event_type] >= _id_key(replayed_stream_id.split("/")[0]):
+        if cursors[event_type] >= entry_order(replayed_stream_id.split("/")[0]):
             records.append({"replay_id": replay_id, "replayed_at": now, "event_id": event_id,
                             "event_type": event_type, "letter_stream_id": letter_stream_id, "fix": fix,
                             "replayed_stream_id": replayed_stream_id, "outcome": FAILED_AGAIN})

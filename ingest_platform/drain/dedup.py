@@ -352,14 +352,13 @@ class _Windows:
             window.add_run(pl.Series("event_id", sorted(legacy_valid), dtype=pl.String))
             self._cache[(server, stream, hour_ms)] = window
         if length > window.length:
-            elements = client.lrange(key, window.length, -1)
-            if window.length == 0:
-                elements = elements[1:]  # the header
-            for element in elements:
+            fetched = client.lrange(key, window.length, -1)
+            claims = fetched[1:] if window.length == 0 else fetched  # element 0 is the header
+            window.length += len(fetched)
+            for element in claims:
                 valid, letters = _decode_blob(element)
                 window.add_run(valid)
                 window.letters.update(letters)
-            window.length += len(elements) + (1 if window.length == 0 else 0)
         return window
 
 

@@ -238,7 +238,7 @@ class _PageDecoder:
     def __init__(self, event_type: EventType):
         self.event_type = event_type
         self.schema = _decoded_schema(event_type)
-        self.sql = _decode_sql(event_type)
+        self.sql = _decode_sql(event_type, self.schema)
         self.con = duckdb.connect()
         self.con.execute("SET threads = 1")  # parallel across pages instead (`_decoded_pages`)
         # Strings as Arrow string views, which polars takes without converting (3x cheaper _frame).
@@ -259,15 +259,14 @@ class _PageDecoder:
 
 
 def _decoded_schema(event_type: EventType) -> pa.Schema:
-    payload = {f.name: (pa.float64() if f.type == pa.float64() else pa.string())
-               for f in event_type.arrow_schema if f.name in event_type.payload_fields}
     text = pa.string_view()
-    return pa.schema([("event_id", text), *{n: (text if t == pa.string() else t) for n, t in payload.items()}.items(),
+    payload = [(f.name, pa.float64() if f.type == pa.float64() else text)
+               for f in event_type.arrow_schema if f.name in event_type.payload_fields]
+    return pa.schema([("event_id", text), *payload,
                       ("received_at", text), ("api_key_id", text), ("stream_id", text), ("entry_pos", pa.int64())])
 
 
-def _decode_sql(event_type: EventType) -> str:
-    schema = _decoded_schema(event_type)
+def _decode_sql(event_type: EventType, schema: pa.Schema) -> str:
     fields = ", ".join(f'"{n}": "{"DOUBLE" if schema.field(n).type == pa.float64() else "VARCHAR"}"'
                        for n in event_type.payload_fields)
     entry_type = ('{"received_at": "VARCHAR", "api_key_id": "VARCHAR", '
@@ -354,20 +353,20 @@ def _land_chunk(log: DrainLog, event_type: EventType, rng: StreamRange, chunk: _
     hour = hour_of_ms(chunk.hour_ms)
     name = f"{chunk.first_id}_{chunk.last_id}.parquet"
     writes = []
-    if split.valid.height:
-        table = split.valid.select(event_type.arrow_schema.names).to_arrow().cast(event_type.arrow_schema)
-        path = partition_dir(lake, event_type.dataset, hour) / name
-        landed = LandedFile(event_type.dataset, hour, path, table.num_rows, 0, chunk.first_id, chunk.last_id)
+
+    def publish(dataset: str, path: Path, table: pa.Table) -> None:
+        landed = LandedFile(dataset, hour, path, table.num_rows, 0, chunk.first_id, chunk.last_id)
         writes.append((landed, writer.submit(publish_parquet_atomic, table, path, lake)))
         report.files.append(landed)
+
+    if split.valid.height:
+        table = split.valid.select(event_type.arrow_schema.names).to_arrow().cast(event_type.arrow_schema)
+        publish(event_type.dataset, partition_dir(lake, event_type.dataset, hour) / name, table)
         report.valid += table.num_rows
     if split.rejected.height:
         rejected_by = f"{event_type.stream}:{chunk.first_id}_{chunk.last_id}"
         table = dead_letter_table(split.rejected, event_type.name, rejected_by)
-        path = partition_dir(lake, DEAD_LETTER_DATASET, hour) / f"{event_type.name}_{name}"
-        landed = LandedFile(DEAD_LETTER_DATASET, hour, path, table.num_rows, 0, chunk.first_id, chunk.last_id)
-        writes.append((landed, writer.submit(publish_parquet_atomic, table, path, lake)))
-        report.files.append(landed)
+        publish(DEAD_LETTER_DATASET, partition_dir(lake, DEAD_LETTER_DATASET, hour) / f"{event_type.name}_{name}", table)
         report.dead += table.num_rows
     return writes
 

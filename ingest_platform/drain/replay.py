@@ -33,7 +33,7 @@ from ingest_platform.dlq.dead_letters import dead_letter_table
 from ingest_platform.drain import dedup
 from ingest_platform.drain.maintenance import maintenance_lock
 from ingest_platform.drain.micro_batch import InvalidRowsError, LandedFile, _chunks, _frame
-from ingest_platform.storage.event_log import DrainLog, StreamRange
+from ingest_platform.storage.event_log import DrainLog, StreamRange, entry_order
 from ingest_platform.storage.lake import current_hour_files, hour_of_ms, partition_dir, publish_parquet_atomic
 
 MAX_SEQ = 18446744073709551615
@@ -67,14 +67,9 @@ def parse_bound(text: str, *, upper: bool) -> str:
     return f"{ms}-{MAX_SEQ if upper else 0}"
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def _before(entry_id: str) -> str:
     """The id just below `entry_id` (StreamRange starts are exclusive)."""
-    ms, seq = _id_key(entry_id)
+    ms, seq = entry_order(entry_id)
     if seq:
         return f"{ms}-{seq - 1}"
     return f"{ms - 1}-{MAX_SEQ}" if ms else "0-0"
@@ -84,10 +79,10 @@ def replay_range(log: DrainLog, event_type: EventType, lake: Path, start: str, e
                  dead_letters_enabled: bool = True) -> ReplayReport:
     """Re-drain entries [start, end] of `event_type`'s stream (clamped to the committed cursor)."""
     cursor = log.cursor(event_type.stream)
-    if _id_key(end) > _id_key(cursor):
+    if entry_order(end) > entry_order(cursor):
         end = cursor
     report = ReplayReport(event_type.stream, start, end)
-    if cursor == "0-0" or _id_key(start) > _id_key(end):
+    if cursor == "0-0" or entry_order(start) > entry_order(end):
         return report
     with maintenance_lock(log.client, wait_seconds=120):
         landed = _LandedState(lake, event_type)

@@ -18,7 +18,7 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from ingest_platform.gateway.ingest import ROUTE, answer, body_timeout, body_too_large, client_gone
+from ingest_platform.gateway.ingest import ROUTE, answer, body_too_large, client_gone, within_body_deadline
 from ingest_platform.gateway.protocol import GuardedHttpToolsProtocol
 from ingest_platform.gateway.state import Gateway
 
@@ -115,13 +115,8 @@ class Exchange:
         transport = self.protocol.transport
         if self.expect_100_continue and not transport.is_closing():
             transport.write(_CONTINUE)
-        timeout = self.gateway.settings.gateway_body_timeout_seconds
         self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(timeout):  # a body dripped byte by byte must not hold a worker slot
-                await self._waiter
-        except TimeoutError:
-            raise body_timeout(timeout) from None
+        await within_body_deadline(self._waiter, self.gateway.settings.gateway_body_timeout_seconds)
 
     def respond(self, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """Writes the whole response at once, then lets uvicorn go on with the connection."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 from starlette.routing import Route
@@ -29,6 +30,7 @@ _encode = msgspec.json.Encoder().encode
 _JSON = (b"content-type", b"application/json")
 
 Headers = list[tuple[bytes, bytes]]
+T = TypeVar("T")
 BodyReader = Callable[[], Awaitable[bytes]]  # the whole body; raises Reply (400, 408, 413) itself
 
 
@@ -44,8 +46,15 @@ def body_too_large(max_bytes: int) -> Reply:
     return Reply(413, "body_too_large", f"a request body is at most {max_bytes} bytes")
 
 
-def body_timeout(timeout: float) -> Reply:
-    return Reply(408, "body_timeout", f"the request body must arrive within {timeout:g} s", [(b"connection", b"close")])
+async def within_body_deadline(arrival: Awaitable[T], timeout: float) -> T:
+    """Awaits the body's `arrival`, or answers 408 after `timeout` s: a body dripped byte by byte
+    must not hold a worker slot."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await arrival
+    except TimeoutError:
+        raise Reply(408, "body_timeout", f"the request body must arrive within {timeout:g} s",
+                    [(b"connection", b"close")]) from None
 
 
 def client_gone() -> Reply:
@@ -115,11 +124,7 @@ class EventsEndpoint:
         limit, timeout = gateway.limits.max_body_bytes, gateway.settings.gateway_body_timeout_seconds
 
         async def read_body() -> bytes:
-            try:
-                async with asyncio.timeout(timeout):  # a body dripped byte by byte must not hold a worker slot
-                    return await _receive_body(receive, limit)
-            except TimeoutError:
-                raise body_timeout(timeout) from None
+            return await within_body_deadline(_receive_body(receive, limit), timeout)
 
         client = scope["client"][0] if scope.get("client") else None
         status, payload, extra = await answer(gateway, dict(scope["headers"]), client, read_body)

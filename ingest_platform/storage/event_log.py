@@ -71,7 +71,8 @@ def entry_ms(entry_id: str | bytes) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream entry id "<ms>-<seq>" (ids compare as numbers, not as text)."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
 
@@ -139,7 +140,7 @@ class DrainLog:
             info, last = pipe.execute()
         except redis.ResponseError:  # no such stream yet
             return None
-        if not last or _id_key(last[0][0].decode()) <= _id_key(cursor):
+        if not last or entry_order(last[0][0].decode()) <= entry_order(cursor):
             return None
         backlog = int(info.get("entries-added", info.get("length", 0))) - int(drained or 0)
         if 0 < backlog <= max_entries:
