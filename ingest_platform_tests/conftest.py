@@ -35,8 +35,12 @@ def redis_server(shared_redis: RedisServer) -> RedisServer:
 
 @pytest.fixture
 def own_redis(tmp_path) -> RedisServer:
-    """A server of this test's own, which the test may kill and restart."""
-    server = RedisServer(directory=tmp_path / "redis").start()
+    """A server of this test's own, which the test may kill and restart.
+
+    `appendfsync always`: these tests assert that acknowledged events survive `kill -9`, which
+    `everysec` does not promise while a busy disk makes Redis postpone its AOF write (docs/guarantees.md).
+    """
+    server = RedisServer(directory=tmp_path / "redis", appendfsync="always").start()
     yield server
     server.stop(kill=True)
 
