@@ -13,12 +13,12 @@ The claims live in Redis as a *claim log* per stream and ingestion hour (`...:<h
 one element per claimed batch, holding the event_ids that landed valid and the dead letters that
 landed ("<event_id>:<digest>"), packed into one msgpack blob. Deciding a batch means checking its
 occurrences against the logs of its hour and the hour before (and the earlier occurrences of the
-batch); the drain does that in its own process, against a window of those ids that it keeps and
-extends incrementally (`_Window`), then appends its blob and stores its decision under a key named
-after the batch (its chunk's first and last entry id) in one script. Why not a Redis set per hour
-with SMISMEMBER/SADD in a script, as before: measured here, that costs Redis about 3 s of CPU per
-million events (SADD alone 0.6-0.8 us per member), more than the whole drain budget; appending a
-blob is a memcpy.
+batch); the drain does that in its own process, against a window of those claims that it keeps
+and extends incrementally (`_Window`, below), then appends its blob and stores its decision under
+a key named after the batch (its chunk's first and last entry id) in one script. Why not a Redis
+set per hour with SMISMEMBER/SADD in a script, as before: measured here, that costs Redis about
+3 s of CPU per million events (SADD alone 0.6-0.8 us per member), more than the whole drain
+budget; appending a blob is a memcpy.
 
 Ranges of a stream are claimed strictly in order (a range is planned only after the previous one
 committed, and a range claims before it commits), and a retry or a racing drain of the same batch
@@ -30,10 +30,22 @@ append is also conditional on the logs still having the length the drain decided
 Window: a lookup reads the occurrence's own hour and the hour before it, so a duplicate is caught
 when it arrives in the same ingestion hour as the first occurrence or the next one (at least 60
 minutes apart, up to 120). Older logs are deleted once the drain cursor is two hours further
-(`forget_hours_before`). Memory: Redis holds the landed ids as zstd-compressed Arrow (measured
-7.7 MB per million gateway-stamped UUIDv7s, 19.5 MB per million random UUIDs); the draining process
-holds them uncompressed in sorted Arrow runs (about id length + 16 bytes per event) for the two
-hours it can still need, and a fresh process reads them back from the logs once.
+(`forget_hours_before`). Redis holds the landed ids as zstd-compressed Arrow (measured 7.7 MB per
+million gateway-stamped UUIDv7s, 19.5 MB per million random UUIDs).
+
+The draining process does not hold the ids. Per hour it holds one UInt64 per landed id, in sorted
+polars runs: the top 44 bits of the id's 64-bit hash and, in the low 20 bits, the index of the
+log element (blob) the id was claimed in. 8 bytes per event whatever the id's length (the ids
+themselves took id length + 16 bytes, 52 for a UUID). A lookup is a binary search of the batch's
+hash prefixes. A prefix that is found is only a candidate: the blobs it points to are read back
+from Redis (LINDEX, each decoded once per decision) and the id is compared exactly, so a collision
+can neither drop a real event nor let a duplicate land. Reads happen for true duplicates across
+batches (rare) and for collisions (n / 2^44 per lookup for a window of n ids). The hash is polars'
+with a seed drawn per process: hashes never leave the process (each one rebuilds its window from
+the logs), so polars keeping them stable only within a version is enough, and clients cannot aim
+collisions at an unknown seed. Measured (docs/drain.md, `python -m
+bench.dedup_cost`): 1M claims of random UUIDs cost 0.46 CPU s (1.03 with the
+ids), of short ids 0.25 (0.23); a fresh process rebuilds 1M claims in 0.05-0.16 s.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -58,6 +71,7 @@ DEDUP_KEY_PREFIX = "ingest:dedup:"
 DEDUP_TTL_SECONDS = 3 * 24 * 3600
 ROW = "__occurrence"
 _CLAIM_ATTEMPTS = 5  # optimistic retries when another drain appended to the window meanwhile
+_READ_PAGE = 64  # claim-log elements per LRANGE when a window catches up (bounds the raw blobs held)
 
 # KEYS: the claim log of this hour, the claim log of the hour before, the decision key.
 # ARGV: ttl, the lengths of the two logs the decision was made against, a header for a new log
@@ -214,11 +228,16 @@ def claim_frame(client: redis.Redis, stream: str, hour_ms: int, batch_name: str,
         stored = client.get(decision_key)
         if stored is None:
             _refuse_legacy_decision(client, stream, hour_ms, batch_name)
+        claims = _ClaimReader(client)  # the blobs hash hits point to, read once per decision
         for _ in range(_CLAIM_ATTEMPTS):
             if stored is not None:
                 break
-            current, before = _windows.load(client, stream, hour_ms)
-            dropped, landed_valid, landed_letters = _duplicates(occurrences, current, before)
+            try:
+                current, before = _windows.load(client, stream, hour_ms)
+                dropped, landed_valid, landed_prefixes, landed_letters = _duplicates(
+                    occurrences, current, before, claims)
+            except _LogReplaced:
+                continue  # a log was deleted under us: the next load reads it from scratch
             decision = f"{digest}|{','.join(map(str, dropped))}"
             header = current.token or secrets.token_hex(8).encode()
             blob = _encode_blob(landed_valid, landed_letters)
@@ -228,7 +247,7 @@ def claim_frame(client: redis.Redis, stream: str, hour_ms: int, batch_name: str,
             if outcome == 0:
                 continue  # a log grew meanwhile: read the new claims and decide again
             if outcome == 1:  # ours was appended: the window holds it too, without reading it back
-                current.add(header, landed_valid, landed_letters)
+                current.add(header, landed_prefixes, landed_letters)
             stored = answer
         if stored is None:
             raise RuntimeError(f"{stream} batch {batch_name}: the claim logs kept changing; retry the drain")
@@ -254,24 +273,26 @@ def _batch_digest(occurrences: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _duplicates(occurrences: pl.DataFrame, current: "_Window", before: "_Window"):
-    """The rule of this module over one batch: (dropped indexes, landed valid ids, landed letters).
+def _duplicates(occurrences: pl.DataFrame, current: "_Window", before: "_Window", claims: "_ClaimReader"):
+    """The rule of this module over one batch: (dropped indexes, landed valid ids and their hash
+    prefixes, landed letters).
 
     Valid occurrences (nearly all) are decided column-wise: window lookups in polars and its
     first-occurrence test. Dead letters are few and follow the longer rule row by row."""
     indexed = occurrences.with_row_index("i")
     valid = indexed.filter(pl.col("kind") == "v")
-    known = current.contains(valid["event_id"]) | before.contains(valid["event_id"])
-    lands = ~known & valid["event_id"].is_first_distinct()
-    landed_valid = valid["event_id"].filter(lands)
+    probe = _Probe.of(valid["event_id"], current.hash_ids)
+    known = current.known(probe, claims) | before.known(probe, claims)
+    lands = ~known & probe.ids.is_first_distinct()
+    landed_valid, landed_prefixes = probe.ids.filter(lands), probe.prefixes.filter(lands)
     dropped = valid["i"].filter(~lands).to_list()
 
     letters = indexed.filter(pl.col("kind") != "v")
     landed_letters: list[str] = []
     if letters.height:
-        letter_ids = letters["event_id"]
-        known_valid = (current.contains(letter_ids) | before.contains(letter_ids)).to_list()
-        first_valid = dict(valid.filter(pl.col("event_id").is_in(letter_ids.implode()))
+        letter_probe = _Probe.of(letters["event_id"], current.hash_ids)
+        known_valid = (current.known(letter_probe, claims) | before.known(letter_probe, claims)).to_list()
+        first_valid = dict(valid.filter(pl.col("event_id").is_in(letter_probe.ids.implode()))
                            .group_by("event_id").agg(pl.col("i").min()).iter_rows())
         seen: set[str] = set()
         rows = letters.select("i", "event_id", "digest").iter_rows()
@@ -284,52 +305,173 @@ def _duplicates(occurrences: pl.DataFrame, current: "_Window", before: "_Window"
                 seen.add(letter)
                 landed_letters.append(letter)
         dropped.sort()
-    return dropped, landed_valid, landed_letters
+    return dropped, landed_valid, landed_prefixes, landed_letters
+
+
+def _polars_hash(seed: int) -> Callable[[pl.Series], pl.Series]:
+    """64-bit hashes of ids (polars' vectorised string hash). Polars promises the same value only
+    within one version, which is enough: hashes never leave the process, each process hashes the
+    ids it reads back from the claim logs itself."""
+    return lambda ids: ids.hash(seed)
+
+
+# A window entry is one UInt64: the top 44 bits of the id's hash, then the index of the claim-log
+# element (blob) holding the id in the low 20 bits. 8 bytes per event; sorting entries sorts by
+# hash. 44 bits keep false hits (each costs one blob read) at n / 2^44 per lookup, about 2 per
+# million lookups in a window of 36M events. An index past the last slot is stored as the last
+# slot, which then means "that element or a later one" (a log that long would take 290 claims a
+# second for an hour; it stays exact, only slower).
+_SLOTS = 1 << 20
+_LAST_AT = _SLOTS - 1
+
+
+def _prefix(hashes: pl.Series) -> pl.Series:
+    """The part of a hash the window keeps (its low bits cleared)."""
+    return hashes - hashes % _SLOTS
+
+
+def _entries(hashes: pl.Series, at: int) -> pl.Series:
+    """Window entries of ids claimed in log element `at` (unsorted; hashes or their prefixes)."""
+    return (_prefix(hashes) + min(at, _LAST_AT)).alias("entry")
+
+
+@dataclass
+class _Probe:
+    """Ids to look up and their hash prefixes, also sorted once for every run of both windows:
+    binary searches with ascending keys walk a run's memory in order (measured 2.5-3x faster on
+    runs of 1M-20M entries, which pays for the sort)."""
+
+    ids: pl.Series
+    prefixes: pl.Series  # in the ids' order
+    sorted_prefixes: pl.Series
+
+    @classmethod
+    def of(cls, ids: pl.Series, hash_ids: Callable[[pl.Series], pl.Series]) -> "_Probe":
+        prefixes = _prefix(hash_ids(ids))
+        return cls(ids, prefixes, prefixes.sort())
+
+
+_NO_HITS = pl.DataFrame(schema={"prefix": pl.UInt64, "at": pl.UInt64})
 
 
 @dataclass
 class _Window:
     """What one hour's claim log held when last read: its header token, its length, and its claims:
-    the valid event_ids as sorted runs (binary search in polars: no Python object per id, and a
-    lookup costs O(batch x log window), not a pass over the window), the dead letters as a set (few).
-    The sets of the earlier set-based format are read once into it, for an upgrade."""
+    the valid event_ids as sorted runs of entries (hash prefix and log element, above; binary
+    search in polars: no Python object per id, and a lookup costs O(batch x log(window)), not a
+    pass over the window), the dead letters as a set (few). The ids themselves stay in Redis: a
+    hash hit is confirmed against the ids of the elements it points to (`known`). The sets of the
+    earlier set-based format are read once into `legacy`, exact, for an upgrade."""
 
     key: str
+    hash_ids: Callable[[pl.Series], pl.Series]
     token: bytes | None = None
     length: int = 0
     runs: list[pl.Series] = field(default_factory=list)
     letters: set[str] = field(default_factory=set)
+    legacy: pl.Series = field(default_factory=lambda: pl.Series("event_id", [], dtype=pl.String))
 
-    def contains(self, ids: pl.Series) -> pl.Series:
-        found = pl.repeat(False, len(ids), eager=True).alias("known")
-        for run in self.runs:
-            at = run.search_sorted(ids).clip(upper_bound=len(run) - 1)
-            found = found | (run.gather(at) == ids)
-        return found
+    def known(self, probe: _Probe, claims: "_ClaimReader") -> pl.Series:
+        """Exactly which of the probe's ids this window holds (a bool per id)."""
+        known = pl.repeat(False, len(probe.ids), eager=True).alias("known")
+        hits = self.hits(probe.sorted_prefixes)
+        if hits.height:
+            hit_prefixes = hits["prefix"].unique().implode()
+            rows = probe.prefixes.is_in(hit_prefixes).arg_true()
+            claimed = claims.landed(self, hits["at"].unique().to_list())
+            # Only the claimed ids that share a hash prefix with a hit can equal one (equal ids
+            # hash alike), so the exact comparison sees a handful of strings, not whole blobs.
+            claimed = claimed.filter(_prefix(self.hash_ids(claimed)).is_in(hit_prefixes))
+            confirmed = rows.filter(probe.ids.gather(rows).is_in(claimed.implode()))
+            known = known.scatter(confirmed, True)
+        if len(self.legacy):
+            known = known | probe.ids.is_in(self.legacy.implode())
+        return known
 
-    def add_run(self, ids: pl.Series) -> None:
-        """Add claimed ids; runs of similar size are merged, so there are O(log n) of them."""
-        if not len(ids):
+    def hits(self, sorted_prefixes: pl.Series) -> pl.DataFrame:
+        """(prefix, at): each queried prefix the window holds, with every log element holding an
+        id of that prefix (several when ids collide)."""
+        parts = [found for run in self.runs if (found := _run_hits(run, sorted_prefixes)).height]
+        return pl.concat(parts) if parts else _NO_HITS
+
+    def add_run(self, entries: pl.Series) -> None:
+        """Add a sorted run of entries; runs of similar size are merged, so there are O(log n)."""
+        if not len(entries):
             return
-        self.runs.append(ids.rename("event_id").sort())
+        self.runs.append(entries)
         while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
             last = self.runs.pop().to_frame()  # a linear merge of two sorted runs, not a sort
-            self.runs[-1] = self.runs[-1].to_frame().merge_sorted(last, key="event_id").to_series()
+            self.runs[-1] = self.runs[-1].to_frame().merge_sorted(last, key="entry").to_series()
 
-    def add(self, header: bytes, valid: pl.Series, letters: list[str]) -> None:
-        """Our own claim, just appended to the log."""
+    def add(self, header: bytes, prefixes: pl.Series, letters: list[str]) -> None:
+        """Our own claim, just appended to the log as its element `length` (after the header)."""
         if self.length == 0:
             self.token, self.length = header, 1
+        self.add_run(_entries(prefixes, self.length).sort())
         self.length += 1
-        self.add_run(valid)
         self.letters.update(letters)
+
+    def nbytes(self) -> int:
+        """Memory of the runs (the part that grows with traffic)."""
+        return sum(run.estimated_size() for run in self.runs)
+
+
+def _run_hits(run: pl.Series, prefixes: pl.Series) -> pl.DataFrame:
+    """(prefix, at) of the run's entries whose hash prefix is among the queried ones (ascending)."""
+    left = run.search_sorted(prefixes, side="left")
+    found = _prefix(run.gather(left.clip(upper_bound=len(run) - 1))) == prefixes
+    if not found.any():
+        return _NO_HITS
+    # Entries of one prefix sit side by side, ordered by element: [prefix, prefix + last slot].
+    hit = prefixes.filter(found).unique()
+    spans = pl.DataFrame({"lo": run.search_sorted(hit, side="left"),
+                          "hi": run.search_sorted(hit + _LAST_AT, side="right")})
+    entries = run.gather(spans.select(pos=pl.int_ranges("lo", "hi")).explode("pos")["pos"])
+    return pl.DataFrame({"prefix": _prefix(entries), "at": entries % _SLOTS})
+
+
+class _ClaimReader:
+    """The landed ids of claim-log elements, read from Redis when a hash hit points to them (true
+    duplicates, which are rare, and hash collisions, which are rarer) and decoded once per decision."""
+
+    def __init__(self, client: redis.Redis):
+        self._client = client
+        self._decoded: dict[tuple[str, bytes | None, int], pl.Series] = {}
+
+    def landed(self, window: _Window, elements: list[int]) -> pl.Series:
+        if _LAST_AT in elements:  # the last slot stands for every element from there on
+            elements = [i for i in elements if i < _LAST_AT] + list(range(_LAST_AT, window.length))
+        missing = [i for i in elements if (window.key, window.token, i) not in self._decoded]
+        if missing:
+            self._read(window, missing)
+        return pl.concat([self._decoded[(window.key, window.token, i)] for i in elements], rechunk=False)
+
+    def _read(self, window: _Window, elements: list[int]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.lindex(window.key, 0)  # the header: proves it is still the log the window was read from
+        for i in elements:
+            pipe.lindex(window.key, i)
+        token, *blobs = pipe.execute()
+        if token != window.token or any(blob is None for blob in blobs):
+            raise _LogReplaced(window.key)
+        for i, blob in zip(elements, blobs):
+            self._decoded[(window.key, window.token, i)] = _decode_blob(blob)[0]
+
+
+class _LogReplaced(RuntimeError):
+    """A claim log was deleted (and maybe recreated) since its window was read: read it again."""
 
 
 class _Windows:
     """The claim logs this process has read, per Redis server and log key, extended by reading only
-    the elements appended since (a log is append-only until it is deleted as a whole)."""
+    the elements appended since (a log is append-only until it is deleted as a whole).
 
-    def __init__(self):
+    `hash_ids` maps ids to the window's 64-bit hashes; by default polars' hash with a seed drawn
+    per process, so ids chosen by clients cannot be crafted to collide (a collision costs a read
+    from Redis, never a wrong decision). Tests inject a colliding one."""
+
+    def __init__(self, hash_ids: Callable[[pl.Series], pl.Series] | None = None):
+        self.hash_ids = hash_ids or _polars_hash(secrets.randbits(64))
         self._cache: dict[tuple, _Window] = {}
 
     def load(self, client: redis.Redis, stream: str, hour_ms: int) -> tuple[_Window, _Window]:
@@ -347,19 +489,44 @@ class _Windows:
         token, length = pipe.execute()
         window = self._cache.get((server, stream, hour_ms))
         if window is None or window.token != token or window.length > length:
-            window = _Window(key, token)  # new, or the log was deleted and recreated meanwhile
-            legacy_valid, window.letters = _legacy_sets(client, stream, hour_ms)
-            window.add_run(pl.Series("event_id", sorted(legacy_valid), dtype=pl.String))
+            window = self._new_window(client, key, token, stream, hour_ms)
             self._cache[(server, stream, hour_ms)] = window
         if length > window.length:
-            fetched = client.lrange(key, window.length, -1)
-            claims = fetched[1:] if window.length == 0 else fetched  # element 0 is the header
-            window.length += len(fetched)
-            for element in claims:
-                valid, letters = _decode_blob(element)
-                window.add_run(valid)
-                window.letters.update(letters)
+            self._extend(client, window)
         return window
+
+    def _new_window(self, client: redis.Redis, key: str, token: bytes | None, stream: str,
+                    hour_ms: int) -> _Window:
+        """A window read from scratch (new, or the log was deleted and recreated meanwhile)."""
+        window = _Window(key, self.hash_ids, token)
+        legacy_valid, window.letters = _legacy_sets(client, stream, hour_ms)
+        if legacy_valid:
+            window.legacy = pl.Series("event_id", sorted(legacy_valid), dtype=pl.String)
+        return window
+
+    def _extend(self, client: redis.Redis, window: _Window) -> None:
+        """Read the elements appended since, in pages (a fresh process reads a whole hour), hash
+        each page's ids into one run and drop the ids."""
+        while True:
+            first = window.length
+            pipe = client.pipeline(transaction=False)
+            pipe.lindex(window.key, 0)  # pages are not one snapshot: check it is still the same log
+            pipe.lrange(window.key, first, first + _READ_PAGE - 1)
+            token, fetched = pipe.execute()
+            if token != window.token:
+                raise _LogReplaced(window.key)
+            if not fetched:
+                return
+            window.length += len(fetched)
+            entries = []
+            for index, element in enumerate(fetched, start=first):
+                if index == 0:
+                    continue  # element 0 is the header
+                valid, letters = _decode_blob(element)
+                entries.append(_entries(self.hash_ids(valid), index))
+                window.letters.update(letters)
+            if entries:
+                window.add_run(pl.concat(entries).sort())
 
 
 def _encode_blob(valid: pl.Series, letters: list[str]) -> bytes:
