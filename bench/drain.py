@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 import redis
 
 from bench import cpu_model
-from ingest_platform.contract import STREAM_ENTRY_FIELD, USER_INTERACTION, StreamEntry, StreamEvent, stream_entry_encoder
+from ingest_platform.contract import USER_INTERACTION, StreamEntry, StreamEvent, encode_stream_entry
 from ingest_platform.drain import micro_batch
 from ingest_platform.storage.event_log import DrainLog, StreamRange
 from ingest_platform.storage.lake import PARQUET_COMPRESSION
@@ -49,7 +49,7 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, load average {load}"
 
 
-def make_entry(prefix: str, index: int, per_entry: int) -> bytes:
+def make_entry(prefix: str, index: int, per_entry: int) -> dict[bytes, bytes]:
     events = []
     for j in range(per_entry):
         n = index * per_entry + j
@@ -61,14 +61,14 @@ def make_entry(prefix: str, index: int, per_entry: int) -> bytes:
         events.append(StreamEvent(event_id=event_id, fields=fields, raw=msgspec.Raw(raw)))
     entry = StreamEntry(event_type="user_interaction", received_at="2026-11-26T10:00:01Z", api_key_id="bench",
                         events=events)
-    return stream_entry_encoder.encode(entry)
+    return encode_stream_entry(entry)
 
 
 def fill(client: redis.Redis, events: int, per_entry: int) -> int:
     entries = events // per_entry
     pipe = client.pipeline(transaction=False)
     for i in range(entries):
-        pipe.xadd(USER_INTERACTION.stream, {STREAM_ENTRY_FIELD: make_entry("b", i, per_entry)})
+        pipe.xadd(USER_INTERACTION.stream, make_entry("b", i, per_entry))
         if i % 500 == 499:
             pipe.execute()
     pipe.execute()
@@ -131,8 +131,9 @@ def produce(url: str, rate: float, seconds: float, acks: "multiprocessing.Queue"
         delay = target - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        client.xadd(USER_INTERACTION.stream, {STREAM_ENTRY_FIELD: make_entry("l", i, per_entry).replace(
-            b'"l-', b'"l' + str(i).encode() + b'-')})
+        fields = make_entry("l", i, per_entry)
+        client.xadd(USER_INTERACTION.stream, {name: value.replace(b'"l-', b'"l' + str(i).encode() + b'-')
+                                              for name, value in fields.items()})
         times.append(time.time())
     acks.put((per_entry, times))
 

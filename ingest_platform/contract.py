@@ -164,14 +164,22 @@ DEAD_LETTER_SCHEMA = pa.schema(
 
 # --- the stream record: what the gateway appends and the drain reads ---------------------------
 # One stream entry holds every accepted event of one type from one request, so a 500-event batch
-# costs one XADD. Events keep their raw JSON (msgspec.Raw is copied verbatim, never re-encoded)
-# for the dead-letter queue's "payload exactly as received".
+# costs one XADD. It has two fields:
+#   STREAM_ENTRY_FIELD  the entry (StreamEntry as JSON) with each event's sanitised `fields`;
+#   STREAM_RAW_FIELD    a JSON array of the events' raw JSON, in the order of `events`, copied
+#                       verbatim (msgspec.Raw is never re-encoded) for the dead-letter queue's
+#                       "payload exactly as received".
+# The raws travel apart so that the drain decodes only the fields (the raws doubled the JSON it
+# parsed) and reaches one dead letter's raw without scanning the fields. Entries written before the
+# split carry each raw inside its event and have no STREAM_RAW_FIELD; `decode_stream_entry` reads both.
+
+NO_RAW = msgspec.Raw(b"null")
 
 
 class StreamEvent(msgspec.Struct, omit_defaults=True):
     event_id: str
     fields: dict[str, Any]
-    raw: msgspec.Raw = msgspec.Raw(b"null")
+    raw: msgspec.Raw = NO_RAW  # on the stream: in STREAM_RAW_FIELD (inline only in older entries)
 
 
 class StreamEntry(msgspec.Struct):
@@ -182,6 +190,28 @@ class StreamEntry(msgspec.Struct):
 
 
 STREAM_ENTRY_FIELD = b"entry"
+STREAM_RAW_FIELD = b"raw"
 
 stream_entry_encoder = msgspec.json.Encoder()
 stream_entry_decoder = msgspec.json.Decoder(StreamEntry)
+stream_raws_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def encode_stream_entry(entry: StreamEntry) -> dict[bytes, bytes]:
+    """The XADD fields of `entry`."""
+    events = [StreamEvent(event.event_id, event.fields) for event in entry.events]
+    head = StreamEntry(entry.event_type, entry.received_at, entry.api_key_id, events)
+    return {STREAM_ENTRY_FIELD: stream_entry_encoder.encode(head),
+            STREAM_RAW_FIELD: stream_entry_encoder.encode([event.raw for event in entry.events])}
+
+
+def decode_stream_entry(fields: dict[bytes, bytes]) -> StreamEntry:
+    """A stream entry's fields back into a StreamEntry, each event with its raw JSON."""
+    entry = stream_entry_decoder.decode(fields[STREAM_ENTRY_FIELD])
+    if STREAM_RAW_FIELD in fields:
+        raws = stream_raws_decoder.decode(fields[STREAM_RAW_FIELD])
+        if len(raws) != len(entry.events):
+            raise ValueError(f"a stream entry holds {len(entry.events)} events but {len(raws)} raw payloads")
+        for event, raw in zip(entry.events, raws):
+            event.raw = raw
+    return entry

@@ -28,7 +28,7 @@ import pyarrow as pa
 import redis
 import uuid_utils
 
-from ingest_platform.contract import EVENT_TYPES, STREAM_ENTRY_FIELD, StreamEntry, stream_entry_encoder
+from ingest_platform.contract import EVENT_TYPES, StreamEntry, encode_stream_entry
 from ingest_platform.dlq import inspection
 from ingest_platform.dlq.fixes import get_fix
 from ingest_platform.dlq.lineage import (
@@ -153,8 +153,8 @@ def _replay_chunk(client, chunk: list[dict], valid_ids: set[str], named_fix, res
         result.held_back += len(failing)
         prepared = [item for index, item in enumerate(prepared) if index not in failing]
     if prepared:
-        appends = [(EVENT_TYPES[entry.event_type].stream, stream_entry_encoder.encode(entry)) for _, entry in prepared]
-        entry_ids = append_entries_sync(client, appends, STREAM_ENTRY_FIELD)
+        appends = [(EVENT_TYPES[entry.event_type].stream, encode_stream_entry(entry)) for _, entry in prepared]
+        entry_ids = append_entries_sync(client, appends)
         for (record, _), (stream, _), entry_id in zip(prepared, appends, entry_ids):
             record["replayed_stream_id"] = f"{entry_id}/0"
             result.last_entry_ids[stream] = entry_id

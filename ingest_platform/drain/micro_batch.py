@@ -26,9 +26,12 @@ import pyarrow.compute as pc
 from ingest_platform.contract import (
     DEAD_LETTER_DATASET,
     EVENT_TYPES,
+    NO_RAW,
     STREAM_ENTRY_FIELD,
+    STREAM_RAW_FIELD,
     EventType,
     stream_entry_decoder,
+    stream_raws_decoder,
 )
 from ingest_platform.dlq.dead_letters import dead_letter_table
 from ingest_platform.drain import dedup
@@ -77,11 +80,11 @@ class _RawEntry(msgspec.Struct):
 
 
 class _RawEvent(msgspec.Struct):
-    raw: msgspec.Raw = msgspec.Raw(b"null")
+    raw: msgspec.Raw = NO_RAW
 
 
-# Dead letters only: the events of an entry as unparsed slices (a scan, nothing built), then the
-# one wanted event's `raw`, which msgspec keeps byte for byte.
+# Entries written before the raws moved to their own field carry each raw inside its event: the
+# events as unparsed slices (a scan, nothing built), then each one's `raw`, kept byte for byte.
 _raw_entry_decoder = msgspec.json.Decoder(_RawEntry)
 _raw_event_decoder = msgspec.json.Decoder(_RawEvent)
 
@@ -95,8 +98,8 @@ _DECODE_SQL = (Path(__file__).parent / "sql" / "decode_entries.sql").read_text()
 @dataclass
 class _Chunk:
     """Entries of one hour, decoded into one Arrow table (columns: event_id, the payload fields,
-    received_at, api_key_id, stream_id). The raw payloads are not decoded per event (only dead
-    letters need them): `payloads` keeps each entry's bytes for `raw_payloads`."""
+    received_at, api_key_id, stream_id). The raw payloads are not decoded (only dead letters need
+    them): `entry_fields` keeps each entry's stream fields for `raw_payloads`."""
 
     hour_ms: int
     first_id: str = ""
@@ -104,7 +107,7 @@ class _Chunk:
     entries: int = 0
     events: int = 0
     pieces: list[pa.Table] = field(default_factory=list)
-    payloads: dict[str, bytes] = field(default_factory=dict)
+    entry_fields: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
 
     @property
     def table(self) -> pa.Table:
@@ -112,14 +115,21 @@ class _Chunk:
 
     def raw_payloads(self, stream_ids: list[str]) -> list[str]:
         """The events' JSON exactly as the client sent it, for positions "<entry id>/<index>"."""
-        decoded: dict[str, list] = {}
+        decoded: dict[str, list[msgspec.Raw]] = {}
         raws = []
         for position in stream_ids:
             entry_id, _, index = position.partition("/")
             if entry_id not in decoded:
-                decoded[entry_id] = _raw_entry_decoder.decode(self.payloads[entry_id]).events
-            raws.append(bytes(_raw_event_decoder.decode(decoded[entry_id][int(index)]).raw).decode())
+                decoded[entry_id] = _entry_raws(self.entry_fields[entry_id])
+            raws.append(bytes(decoded[entry_id][int(index)]).decode())
         return raws
+
+
+def _entry_raws(fields: dict[bytes, bytes]) -> list[msgspec.Raw]:
+    """The raw JSON of each event of a stream entry, in order."""
+    if STREAM_RAW_FIELD in fields:
+        return stream_raws_decoder.decode(fields[STREAM_RAW_FIELD])
+    return [_raw_event_decoder.decode(event).raw for event in _raw_entry_decoder.decode(fields[STREAM_ENTRY_FIELD]).events]
 
 
 def drain_all_streams(log: DrainLog, lake: Path, max_entries: int,
@@ -182,7 +192,7 @@ def _chunks(log: DrainLog, event_type: EventType, rng: StreamRange):
     """The range's entries as chunks of one ingestion hour and at most about FILE_TARGET_EVENTS
     events (cut between entries, after the entry that reaches the target)."""
     chunk: _Chunk | None = None
-    for entry_ids, payloads, table in _decoded_pages(log, event_type, rng):
+    for entry_ids, page_fields, table in _decoded_pages(log, event_type, rng):
         counts = _events_per_entry(table, len(entry_ids))
         row = piece_row = 0
         for pos, entry_id in enumerate(entry_ids):
@@ -192,7 +202,7 @@ def _chunks(log: DrainLog, event_type: EventType, rng: StreamRange):
                     chunk.pieces.append(table.slice(piece_row, row - piece_row))
                     yield chunk
                 chunk, piece_row = _Chunk(hour_ms, first_id=entry_id), row
-            chunk.payloads[entry_id] = payloads[pos]
+            chunk.entry_fields[entry_id] = page_fields[pos]
             chunk.entries += 1
             chunk.events += counts[pos]
             chunk.last_id = entry_id
@@ -210,7 +220,7 @@ def _events_per_entry(table: pa.Table, entries: int) -> list[int]:
 
 
 def _decoded_pages(log: DrainLog, event_type: EventType, rng: StreamRange):
-    """(entry ids, payloads, decoded events) per XRANGE page of the range, in order. A reader thread
+    """(entry ids, entry fields, decoded events) per XRANGE page of the range, in order. A reader thread
     fetches the pages (XRANGE mostly waits on the socket) and hands each to a pool of decoders
     (DuckDB decodes without the GIL), so two pages decode at once while the next one is fetched:
     decoding was the slowest stage of the drain, and the processing waited on it."""
@@ -220,8 +230,9 @@ def _decoded_pages(log: DrainLog, event_type: EventType, rng: StreamRange):
         if not hasattr(decoders, "decoder"):
             decoders.decoder = _PageDecoder(event_type)
         entry_ids = [entry_id for entry_id, _ in page]
-        payloads = [fields[STREAM_ENTRY_FIELD] for _, fields in page]
-        return entry_ids, payloads, decoders.decoder.decode(entry_ids, payloads)
+        page_fields = [fields for _, fields in page]
+        payloads = [fields[STREAM_ENTRY_FIELD] for fields in page_fields]
+        return entry_ids, page_fields, decoders.decoder.decode(entry_ids, payloads)
 
     with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="drain-decoder") as pool:
         pages = (pool.submit(decode, page) for page in log.read_range_pages(rng, READ_PAGE_ENTRIES))

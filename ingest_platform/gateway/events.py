@@ -20,7 +20,14 @@ from typing import Any
 import msgspec
 import uuid_utils
 
-from ingest_platform.contract import EVENT_TYPES, MAX_ID_LENGTH, EventType, StreamEntry, StreamEvent
+from ingest_platform.contract import (
+    EVENT_TYPES,
+    MAX_ID_LENGTH,
+    EventType,
+    StreamEntry,
+    StreamEvent,
+    stream_entry_encoder,
+)
 from ingest_platform.validation import rules
 
 _encode = msgspec.json.Encoder().encode
@@ -47,11 +54,12 @@ class ParsedBatch:
     """The outcome of parsing one request (a plain class: a dataclass with default factories costs
     a microsecond per request to build)."""
 
-    __slots__ = ("size", "accepted", "order", "rejected", "accepted_by_type")
+    __slots__ = ("size", "accepted", "raws", "order", "rejected", "accepted_by_type")
 
     def __init__(self, size: int = 0):
         self.size = size  # events in the request (accepted + rejected): the rate-limit cost
         self.accepted: dict[str, list[AcceptedEvent]] = {}  # event type -> events
+        self.raws: dict[str, list[msgspec.Raw]] = {}  # event type -> their raw JSON, in the same order
         self.order: list[tuple[int, str]] = []  # (index, event_id) of accepted
         self.rejected: list[Rejection] = []
         self.accepted_by_type: dict[str, int] = {}
@@ -108,7 +116,7 @@ def parse_events(raws: list[msgspec.Raw], key_scopes: frozenset[str] | list[str]
                  policy: Policy, received_at: datetime | None = None) -> ParsedBatch:
     """Accept or reject each raw event; accepted ones are sanitised and stamped with an event_id."""
     batch = ParsedBatch(size=len(raws))
-    accepted, order, rejected = batch.accepted, batch.order, batch.rejected
+    accepted, accepted_raws, order, rejected = batch.accepted, batch.raws, batch.order, batch.rejected
     permitted: set[str] = set()  # event types that passed the policy check in this request
     strict_now = (received_at or datetime.now(timezone.utc)) if policy.strict else None
     clean = _cleaner(raws)
@@ -128,7 +136,9 @@ def parse_events(raws: list[msgspec.Raw], key_scopes: frozenset[str] | list[str]
         events = accepted.get(name)
         if events is None:
             events = accepted[name] = []
+            accepted_raws[name] = []
         events.append(record)
+        accepted_raws[name].append(raw)
         order.append((index, record.event_id))
     batch.accepted_by_type = {name: len(events) for name, events in accepted.items()}
     return batch
@@ -296,12 +306,12 @@ _OTHER_FIELDS = {name: tuple(f for f in t.payload_fields if f not in t.timestamp
 
 
 class AcceptedEvent(msgspec.Struct):
-    """An accepted event as the gateway buffers it: encodes exactly as `contract.StreamEvent`, but
-    `fields` is the decoded payload struct itself (its event_id set to None, so left out)."""
+    """An accepted event as the gateway buffers it: encodes exactly as `contract.StreamEvent` on
+    the stream (whose raw JSON travels apart), but `fields` is the decoded payload struct itself
+    (its event_id set to None, so left out)."""
 
     event_id: str
     fields: Any
-    raw: msgspec.Raw
 
 
 def _record(name: str, payload: msgspec.Struct, raw: msgspec.Raw, clean: Callable[[str], str] | None) -> AcceptedEvent:
@@ -319,7 +329,7 @@ def _record(name: str, payload: msgspec.Struct, raw: msgspec.Raw, clean: Callabl
         event_id = str(uuid_utils.uuid7())
     else:
         event_id, payload.event_id = clean(event_id), None
-    return AcceptedEvent(event_id, payload, raw)
+    return AcceptedEvent(event_id, payload)
 
 
 def _cleaner(raws: list[msgspec.Raw]) -> Callable[[str], str] | None:
@@ -383,9 +393,12 @@ def normalise_timestamp(value: str) -> str:
     return normalised
 
 
-def stream_entries(batch: ParsedBatch, received_at: str, api_key_id: str) -> list[tuple[str, StreamEntry]]:
+def stream_entries(batch: ParsedBatch, received_at: str, api_key_id: str) -> list[tuple[str, bytes, bytes]]:
+    """(stream, STREAM_ENTRY_FIELD value, STREAM_RAW_FIELD value) per event type: what
+    `contract.encode_stream_entry` makes of the same events, without building StreamEvents."""
     return [
-        (EVENT_TYPES[name].stream, StreamEntry(name, received_at, api_key_id, events))
+        (EVENT_TYPES[name].stream, stream_entry_encoder.encode(StreamEntry(name, received_at, api_key_id, events)),
+         stream_entry_encoder.encode(batch.raws[name]))
         for name, events in batch.accepted.items()
     ]
 

@@ -16,7 +16,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from ingest_platform.contract import EVENT_TYPES, STREAM_ENTRY_FIELD, stream_entry_encoder
+from ingest_platform.contract import EVENT_TYPES
 from ingest_platform.gateway import metrics, rate_limit
 from ingest_platform.gateway.auth import Authenticator
 from ingest_platform.gateway.backpressure import OUT_OF_MEMORY, UNREACHABLE, BufferHealth, Refusal
@@ -118,13 +118,12 @@ class Gateway:
         else:
             batch = parse_events(raws, key.scopes, self.limits, self.policy)
             received_at = utc_now_iso()
-        entries = [(stream, stream_entry_encoder.encode(entry))
-                   for stream, entry in stream_entries(batch, received_at, key.key_id)]
+        entries = stream_entries(batch, received_at, key.key_id)
         limit = rate_limit.limit_for(key, self.settings)
         cost = max(1, batch.size)
         started = time.perf_counter()
         try:
-            admission = await self.admitter.admit(key.key_id, limit, cost, entries, STREAM_ENTRY_FIELD)
+            admission = await self.admitter.admit(key.key_id, limit, cost, entries)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             self.health.mark_unreachable(exc)
             raise Unavailable(UNREACHABLE) from exc

@@ -85,12 +85,12 @@ def connect_async(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1)
 
 
-def append_entries_sync(client: redis.Redis, entries: list[tuple[str, bytes]], field: bytes) -> list[str]:
-    """XADD each (stream, payload) in one round trip; returns the entry ids in order. For replay
+def append_entries_sync(client: redis.Redis, entries: list[tuple[str, dict[bytes, bytes]]]) -> list[str]:
+    """XADD each (stream, entry fields) in one round trip; returns the entry ids in order. For replay
     tools and tests: the gateway appends through its own pipelined client (gateway/state.py)."""
     pipe = client.pipeline(transaction=False)
-    for stream, payload in entries:
-        pipe.xadd(stream, {field: payload})
+    for stream, fields in entries:
+        pipe.xadd(stream, fields)
     return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingest_platform.contract import STREAM_ENTRY_FIELD, STREAM_RAW_FIELD
 from ingest_platform.storage.pipelined import PipelinedRedis, Script
 
 BUCKET_PREFIX = "ingest:ratelimit:"  # + key id -> hash {tokens, ts}
 
 # The shebang makes Redis refuse the whole script up front when it is out of memory (noeviction),
 # instead of failing half way; nothing is written then.
-# KEYS[1] bucket, KEYS[2..n] streams. ARGV: rate/s, burst, cost, field, one payload per stream.
+# KEYS[1] bucket, KEYS[2..n] streams. ARGV: rate/s, burst, cost, the names of the two fields of a
+# stream entry (contract: entry, raw), then those two values per stream.
 # Returns {admitted 1/0, tokens left (floored), retry after in microseconds, entry ids...}.
 ADMIT_LUA = """#!lua
 local t = redis.call('TIME')
@@ -38,7 +40,7 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 local out = {1, math.floor(tokens), 0}
 for i = 2, #KEYS do
-  out[#out + 1] = redis.call('XADD', KEYS[i], '*', ARGV[4], ARGV[3 + i])
+  out[#out + 1] = redis.call('XADD', KEYS[i], '*', ARGV[4], ARGV[2 + 2 * i], ARGV[5], ARGV[3 + 2 * i])
 end
 return out
 """
@@ -71,9 +73,11 @@ class Admitter:
         self._script = Script(client, ADMIT_LUA)
 
     async def admit(self, key_id: str, limit: RateLimit, cost: int,
-                    entries: list[tuple[str, bytes]], field: bytes) -> Admission:
-        keys = [bucket_key(key_id), *(stream for stream, _ in entries)]
-        args = [limit.per_second, limit.burst, cost, field, *(payload for _, payload in entries)]
+                    entries: list[tuple[str, bytes, bytes]]) -> Admission:
+        """`entries`: (stream, entry, raws) per stream entry to append (`contract.encode_stream_entry`)."""
+        keys = [bucket_key(key_id), *(stream for stream, _, _ in entries)]
+        args = [limit.per_second, limit.burst, cost, STREAM_ENTRY_FIELD, STREAM_RAW_FIELD,
+                *(value for _, entry, raws in entries for value in (entry, raws))]
         reply = await self._script(keys=keys, args=args)
         return parse_reply(reply)
 

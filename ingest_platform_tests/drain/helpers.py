@@ -10,11 +10,10 @@ import pyarrow.parquet as pq
 import redis
 
 from ingest_platform.contract import (
-    STREAM_ENTRY_FIELD,
     USER_INTERACTION,
     StreamEntry,
     StreamEvent,
-    stream_entry_encoder,
+    encode_stream_entry,
 )
 from ingest_platform.storage.lake import dataset_files
 
@@ -29,14 +28,14 @@ def interaction(event_id: str, action: str = "play", user: str = "u1") -> Stream
     return StreamEvent(event_id=event_id, fields=fields, raw=msgspec.Raw(raw))
 
 
-def entry_payload(events: list[StreamEvent], received_at: str = "2026-11-26T10:00:01Z") -> bytes:
+def entry_fields(events: list[StreamEvent], received_at: str = "2026-11-26T10:00:01Z") -> dict[bytes, bytes]:
     entry = StreamEntry(event_type="user_interaction", received_at=received_at, api_key_id="k1", events=events)
-    return stream_entry_encoder.encode(entry)
+    return encode_stream_entry(entry)
 
 
 def append(client: redis.Redis, events: list[StreamEvent], entry_id: str = "*", stream: str = STREAM) -> str:
     """One XADD, like one gateway request; returns the entry id (the acknowledgement)."""
-    return client.xadd(stream, {STREAM_ENTRY_FIELD: entry_payload(events)}, id=entry_id).decode()
+    return client.xadd(stream, entry_fields(events), id=entry_id).decode()
 
 
 def append_batches(client: redis.Redis, prefix: str, entries: int, per_entry: int,
@@ -46,7 +45,7 @@ def append_batches(client: redis.Redis, prefix: str, entries: int, per_entry: in
     pipe = client.pipeline(transaction=False)
     for i in range(entries):
         events = [interaction(f"{prefix}-{i}-{j}") for j in range(per_entry)]
-        pipe.xadd(STREAM, {STREAM_ENTRY_FIELD: entry_payload(events)}, id="*" if id_ms is None else f"{id_ms + i}-0")
+        pipe.xadd(STREAM, entry_fields(events), id="*" if id_ms is None else f"{id_ms + i}-0")
         ids += [e.event_id for e in events]
     pipe.execute()
     return ids

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis
 
-from ingest_platform.contract import STREAM_ENTRY_FIELD, StreamEntry, stream_entry_decoder
+from ingest_platform.contract import StreamEntry, decode_stream_entry
 from ingest_platform.storage import api_keys
 from ingest_platform_tests.conftest import GatewayProcess
 
@@ -63,7 +63,7 @@ def post(gateway, key: str | None, body, **kwargs) -> httpx.Response:
 
 
 def stream_entries(client: redis.Redis, event_type: str = "user_interaction") -> list[tuple[str, StreamEntry]]:
-    return [(i.decode(), stream_entry_decoder.decode(f[STREAM_ENTRY_FIELD]))
+    return [(i.decode(), decode_stream_entry(f))
             for i, f in client.xrange(f"ingest:events:{event_type}")]
 
 

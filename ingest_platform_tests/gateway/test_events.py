@@ -8,14 +8,31 @@ import re
 import msgspec
 import pytest
 
-from ingest_platform.contract import EVENT_TYPES, stream_entry_encoder
+from ingest_platform.contract import (
+    EVENT_TYPES,
+    STREAM_ENTRY_FIELD,
+    STREAM_RAW_FIELD,
+    StreamEntry,
+    decode_stream_entry,
+    encode_stream_entry,
+    stream_entry_encoder,
+)
 from ingest_platform.gateway import events, metrics
-from ingest_platform.gateway.events import Limits, Policy, parse_events, results, split_body, to_stream_event
+from ingest_platform.gateway.events import (
+    Limits,
+    Policy,
+    parse_events,
+    results,
+    split_body,
+    stream_entries,
+    to_stream_event,
+)
 from ingest_platform.gateway.state import utc_now_iso
 
 LIMITS = Limits(max_batch_events=500, max_event_bytes=32 * 1024)
 POLICY = Policy(frozenset(EVENT_TYPES))
 SCOPES = frozenset(EVENT_TYPES)
+RECEIVED_AT = "2026-11-26T10:00:01.000000Z"
 
 INTERACTION = {"user_id": "u1", "session_id": "s1", "track_id": "t1", "action": "play",
                "timestamp": "2026-11-26T11:00:00+01:00", "event_id": "id-1"}
@@ -38,32 +55,36 @@ def _wire(event: dict) -> bytes:
     return json.dumps(event, ensure_ascii=False).replace("\\\\u0061", "\\u0061").encode()
 
 
-def _reference(raw: bytes) -> bytes:
-    """The stream record of one event through the plain path (`to_stream_event`)."""
-    (name, inner), = msgspec.json.decode(raw).items()
-    event_type = EVENT_TYPES[name]
-    payload = msgspec.convert(inner, event_type.payload)
-    return stream_entry_encoder.encode(to_stream_event(event_type, payload, msgspec.Raw(raw)))
+def _plain_entries(raws: list[bytes]) -> dict[str, dict[bytes, bytes]]:
+    """The stream entries of these events through the plain path (`to_stream_event` and the
+    contract's own encoding), per event type."""
+    by_type: dict[str, list] = {}
+    for raw in raws:
+        (name, inner), = msgspec.json.decode(raw).items()
+        payload = msgspec.convert(inner, EVENT_TYPES[name].payload)
+        by_type.setdefault(name, []).append(to_stream_event(EVENT_TYPES[name], payload, msgspec.Raw(raw)))
+    return {EVENT_TYPES[name].stream: encode_stream_entry(StreamEntry(name, RECEIVED_AT, "k1", stream_events))
+            for name, stream_events in by_type.items()}
 
 
 @pytest.mark.parametrize("as_batch", [False, True])
-def test_records_encode_exactly_as_the_plain_path(as_batch):
+def test_stream_entries_encode_exactly_as_the_plain_path(as_batch):
+    """Fields and raw JSON, byte for byte, whether the events come in one request or one each."""
     raws = [_wire(e) for e in TRICKY]
-    if as_batch:
-        body = b'{"events": [' + b", ".join(raws) + b"]}"
+    bodies = [b'{"events": [' + b", ".join(raws) + b"]}"] if as_batch else raws
+    got: dict[str, list[dict]] = {}
+    for body in bodies:
         batch = parse_events(split_body(body, LIMITS), SCOPES, LIMITS, POLICY)
-        records = [r for name in ("user_interaction", "feedback_event") for r in batch.accepted.get(name, [])]
-    else:
-        records = []
-        for raw in raws:
-            batch = parse_events(split_body(raw, LIMITS), SCOPES, LIMITS, POLICY)
-            records += [r for events_ in batch.accepted.values() for r in events_]
-    got = {r.event_id: stream_entry_encoder.encode(r) for r in records}
-    want = {}
-    for raw in raws:
-        reference = _reference(raw)
-        want[msgspec.json.decode(reference)["event_id"]] = reference
-    assert got == want
+        for stream, entry, entry_raws in stream_entries(batch, RECEIVED_AT, "k1"):
+            got.setdefault(stream, []).append({STREAM_ENTRY_FIELD: entry, STREAM_RAW_FIELD: entry_raws})
+    want = _plain_entries(raws)
+    for stream, entries in got.items():  # one request per event: merge the one-event entries to compare
+        merged = [decode_stream_entry(fields) for fields in entries]
+        merged[0].events = [event for entry in merged for event in entry.events]
+        assert encode_stream_entry(merged[0]) == want[stream]
+    assert got.keys() == want.keys()
+    assert [bytes(e.raw) for e in decode_stream_entry(want["ingest:events:user_interaction"]).events] == \
+        [r for r in raws if r.startswith(b'{"user_interaction"')]  # raw JSON exactly as sent
 
 
 def test_a_uniform_a_mixed_and_a_flawed_batch_get_the_same_results_as_one_by_one():

@@ -8,7 +8,7 @@ import dagster as dg
 import msgspec
 import redis
 
-from ingest_platform.contract import EVENT_TYPES, STREAM_ENTRY_FIELD, StreamEntry, stream_entry_encoder
+from ingest_platform.contract import EVENT_TYPES, StreamEntry, encode_stream_entry
 from ingest_platform.defs.ingestion.sensors import drain_event_streams
 from ingest_platform.defs.resources import resources_from_settings
 from ingest_platform.gateway.events import to_stream_event
@@ -43,9 +43,9 @@ def enqueue(client: redis.Redis, events: list[dict], received_at: str = RECEIVED
         record = to_stream_event(event_type, msgspec.convert(payload, event_type.payload), msgspec.Raw(raw))
         by_type.setdefault(name, []).append(record)
         ids.append(record.event_id)
-    entries = [(EVENT_TYPES[name].stream, stream_entry_encoder.encode(StreamEntry(name, received_at, api_key_id, records)))
+    entries = [(EVENT_TYPES[name].stream, encode_stream_entry(StreamEntry(name, received_at, api_key_id, records)))
                for name, records in by_type.items()]
-    append_entries_sync(client, entries, STREAM_ENTRY_FIELD)
+    append_entries_sync(client, entries)
     return ids
 
 
