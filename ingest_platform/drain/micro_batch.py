@@ -121,6 +121,9 @@ class _Chunk:
             entry_id, _, index = position.partition("/")
             if entry_id not in decoded:
                 decoded[entry_id] = _entry_raws(self.entry_fields[entry_id])
+            if int(index) >= len(decoded[entry_id]):
+                raise ValueError(f"stream entry {entry_id} holds fewer raw payloads than events: it was not "
+                                 "written by the gateway (contract.encode_stream_entry)")
             raws.append(bytes(decoded[entry_id][int(index)]).decode())
         return raws
 

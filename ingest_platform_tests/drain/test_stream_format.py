@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 import pyarrow.parquet as pq
 
 from ingest_platform.contract import (
@@ -76,3 +77,12 @@ def test_entries_written_before_the_raws_moved_out_still_drain_with_their_raws(r
         "odd": ODD_RAW.decode(), "b": bytes(interaction("b", action="hop").raw).decode(),
         "e": bytes(interaction("e", action="skipped").raw).decode()}
     assert decode_stream_entry(earlier).events[1].raw == msgspec.Raw(ODD_RAW)
+
+
+def test_an_entry_with_fewer_raws_than_events_stops_the_drain_with_a_clear_error(redis_client, tmp_path):
+    fields = encode_stream_entry(_entry([interaction("a"), interaction("b", action="hop")]))
+    fields[STREAM_RAW_FIELD] = stream_entry_encoder.encode([interaction("a").raw])
+    redis_client.xadd(STREAM, fields)
+    with pytest.raises(ValueError, match="fewer raw payloads than events"):
+        _drain(redis_client, tmp_path / "lake")
+    assert DrainLog(redis_client).lag(STREAM)[0] == 1  # not drained, so nothing is lost
