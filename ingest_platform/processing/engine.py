@@ -18,6 +18,7 @@ import pyarrow as pa
 from ingest_platform.contract import FEEDBACK_EVENT, USER_INTERACTION
 from ingest_platform.processing.catalog import (
     BY_NAME,
+    DUCKDB_TYPES,
     ENRICHED_FEEDBACK_EVENTS,
     ENRICHED_USER_INTERACTIONS,
     FEEDBACK_ENRICHMENT,
@@ -27,9 +28,6 @@ from ingest_platform.processing.catalog import (
 from ingest_platform.processing.views import build_derived_views
 from ingest_platform.storage.lake import warehouse_files, write_parquet_atomic
 from ingest_platform.storage.warehouse import LAKE_VIEW_SQL, build_warehouse, duckdb_string, lake_datasets
-
-DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.float64(): "DOUBLE",
-                pa.date32(): "DATE", pa.bool_(): "BOOLEAN", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ"}
 
 
 def connect(lake: Path, threads: int | None = None, datasets: tuple[str, ...] | None = None
@@ -94,13 +92,13 @@ def define_event_sources(con: duckdb.DuckDBPyConnection, enrichment_enabled: boo
 
 
 def cast_to(dataset: DerivedDataset, relation: str) -> str:
-    """SELECT the dataset's columns, in order and with its types, from `relation`."""
-    columns = ", ".join(f"CAST({c.name} AS {DUCKDB_TYPES[c.type]}) AS {c.name}" for c in dataset.columns)
+    """SELECT the dataset's stored columns, in order and with its types, from `relation`."""
+    columns = ", ".join(f"CAST({c.name} AS {DUCKDB_TYPES[c.type]}) AS {c.name}" for c in dataset.stored_columns)
     return f"SELECT {columns} FROM {relation}"
 
 
 def to_dataset_table(dataset: DerivedDataset, table: pa.Table) -> pa.Table:
-    return table.select([c.name for c in dataset.columns]).cast(dataset.schema)
+    return table.select([c.name for c in dataset.stored_columns]).cast(dataset.stored_schema)
 
 
 def write_partition(dataset: DerivedDataset, lake: Path, table: pa.Table, date: str, hour: int | None = None) -> Path:

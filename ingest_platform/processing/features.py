@@ -5,8 +5,8 @@
   over the windows 1 h, 24 h, 7 d and 30 d, one row per entity and hour with activity, stamped
   `feature_timestamp` = the end of that hour (exact at that instant). The offline store keeps the
   whole history (lake Parquet, warehouse views of the same names); it is rebuilt in full from the
-  landed events on every materialisation, from one scan (hourly tiles per user and track), with
-  the window sums from processing/windows.py.
+  landed events on every materialisation, from one scan (entity keys coded as integers by
+  processing/keys.py), with the window counts from processing/windows.py.
 - Point-in-time retrieval (`get_historical_features`): labels with entity keys and an
   `event_timestamp` in, each label's features as of that instant out (DuckDB ASOF JOIN on the
   latest row with feature_timestamp <= event_timestamp, on keys and timestamps only, then that
@@ -17,12 +17,14 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from math import prod
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -35,6 +37,7 @@ from ingest_platform.processing.catalog import (
     USER_TRACK_AFFINITY,
     DerivedDataset,
 )
+from ingest_platform.processing.keys import EncodedKeys, encode_keys
 from ingest_platform.processing.sql import load_sql
 
 
@@ -43,8 +46,7 @@ class FeatureView:
     dataset: DerivedDataset
     entity_keys: tuple[str, ...]
     prefix: str
-    counts: tuple[str, ...]  # hourly counts summed over each window
-    derived: dict[str, str]  # feature -> SQL over the window's counts ({w} is the window's suffix)
+    counts: tuple[str, ...]  # what is counted over each window (ratios and scores: see catalog.py)
 
     @property
     def name(self) -> str:
@@ -60,50 +62,42 @@ class FeatureView:
         return metric, window
 
 
-def _count(action: str) -> str:
-    return f"count(*) FILTER (WHERE action = '{action}')"
-
-
-# What the shared hourly tiles count per (user, track, hour).
-TILE_COUNTS = {"events": "count(*)", "plays": _count("play"), "skips": _count("skip"), "likes": _count("like"),
-               "dislikes": _count("dislike")}
+# What the feature views count. The kernel reads each event's action as a code: its index here, or
+# OTHER_ACTION for any other action (pause, or none), which counts only towards `events`.
+COUNTED_ACTIONS = {"plays": "play", "skips": "skip", "likes": "like", "dislikes": "dislike"}
+OTHER_ACTION = len(COUNTED_ACTIONS)
+EVERY_EVENT = "events"
 RATIOS = ("skip_rate", "like_ratio")  # NULL when their window has no activity (or has elapsed)
 
-USER_VIEW = FeatureView(USER_FEATURES, ("user_id",), "user_", ("events", "plays", "skips", "likes"),
-                        {"skip_rate": "skips_{w} / nullif(plays_{w}, 0)"})
-TRACK_VIEW = FeatureView(TRACK_FEATURES, ("track_id",), "track_", ("plays", "skips", "likes", "dislikes"),
-                         {"skip_rate": "skips_{w} / nullif(plays_{w}, 0)",
-                          "like_ratio": "likes_{w} / nullif(likes_{w} + dislikes_{w}, 0)"})
+USER_VIEW = FeatureView(USER_FEATURES, ("user_id",), "user_", ("events", "plays", "skips", "likes"))
+TRACK_VIEW = FeatureView(TRACK_FEATURES, ("track_id",), "track_", ("plays", "skips", "likes", "dislikes"))
 AFFINITY_VIEW = FeatureView(USER_TRACK_AFFINITY, ("user_id", "track_id"), "affinity_",
-                            ("plays", "skips", "likes", "dislikes"),
-                            {"score": "plays_{w} + 3 * likes_{w} - 2 * skips_{w} - 3 * dislikes_{w}"})
+                            ("plays", "skips", "likes", "dislikes"))
 
 VIEWS: dict[str, FeatureView] = {v.name: v for v in (USER_VIEW, TRACK_VIEW, AFFINITY_VIEW)}
 ENTITIES = {"user": ("user_id",), "track": ("track_id",)}
 
 
-def feature_tiles_sql() -> str:
-    return load_sql("feature_tiles").format(counts=", ".join(f"{sql} AS {name}" for name, sql in TILE_COUNTS.items()))
+def feature_events_sql(keys: list[str]) -> str:
+    codes = " ".join(f"WHEN '{action}' THEN {code}" for code, action in enumerate(COUNTED_ACTIONS.values()))
+    return load_sql("feature_events").format(keys=", ".join(keys),
+                                             action_code=f"CASE action {codes} ELSE {OTHER_ACTION} END")
 
 
-TILE_KEYS = ("user_id", "track_id")  # the grain of feature_tiles (with the hour)
-
-
-def view_tiles_sql(view: FeatureView) -> str:
-    """The view's hourly tiles, ordered for the window kernel."""
-    grouped = view.entity_keys != TILE_KEYS
-    counts = [f"sum({c})::BIGINT AS {c}" if grouped else c for c in view.counts]
-    return load_sql("feature_view_tiles").format(keys=", ".join(view.entity_keys), hourly_counts=", ".join(counts),
-                                                 group_by="GROUP BY ALL" if grouped else "")
+def action_codes(view: FeatureView) -> dict[str, int | None]:
+    """The view's counts -> the action code each counts (None: every event)."""
+    codes = {name: code for code, name in enumerate(COUNTED_ACTIONS)}
+    return {count: None if count == EVERY_EVENT else codes[count] for count in view.counts}
 
 
 def feature_view_sql(view: FeatureView) -> str:
-    """The view's rows from `windowed` (its tiles with the window sums `<count>_<window>`)."""
+    """The view's stored rows from `windowed` (entity keys, `bucket` and the window counts
+    `<count>_<window>`); its computed features (ratios, scores) are left to the warehouse view."""
     outputs = []
-    for column in view.feature_names:
-        metric, window = view.split(column)
-        expression = view.derived[metric].format(w=window) if metric in view.derived else f"{metric}_{window}"
-        outputs.append(f"{expression} AS {column}")
+    for column in view.dataset.stored_columns:
+        if column.name not in (*view.entity_keys, "feature_timestamp"):
+            metric, window = view.split(column.name)
+            outputs.append(f"{metric}_{window} AS {column.name}")
     return load_sql("feature_view").format(keys=", ".join(view.entity_keys), outputs=", ".join(outputs))
 
 
@@ -135,30 +129,64 @@ def materialize_feature_views(lake: Path, names: list[str] | None = None,
                               threads: int | None = None) -> list[MaterializedView]:
     """Rebuild the offline store of each feature view from all landed interactions (one scan)."""
     chosen = [VIEWS[n] for n in (names or VIEWS)]
-    results = []
-    with engine.connect(lake, threads, (USER_INTERACTION.dataset,)) as con, ThreadPoolExecutor(1) as writer:
+    with engine.connect(lake, threads, (USER_INTERACTION.dataset,)) as con, ThreadPoolExecutor(2) as pool:
         # Row order within a file means nothing here (readers join or sort); not keeping it lets
         # DuckDB write in parallel with less memory.
         con.execute("SET preserve_insertion_order = false")
-        con.execute(feature_tiles_sql())
-        # A view's Parquet write (DuckDB, GIL released) overlaps the next view's tiles and window
-        # sums, filling the gaps where either runs on one core (~1 s of ~19 s wall at 10M events;
-        # no CPU saved). At most one view waits to be written: peak memory stayed ~4.2 GB.
-        pending: Future[MaterializedView] | None = None
-        for view in chosen:
-            windowed = _window_sums(con, view)
-            if pending is not None:
-                results.append(pending.result())
-            pending = writer.submit(_write, con.cursor(), view, windowed, lake)
-            del windowed
-        if pending is not None:
-            results.append(pending.result())
-    return results
+        events = _read_events(con, sorted({k for view in chosen for k in view.entity_keys}), pool)
+        # Two views at a time, each its window counts (polars) then its Parquet write (DuckDB, on a
+        # cursor of its own): both release the GIL, and each has stretches on one core, so two
+        # side by side keep both cores busy (one after the other left ~1/3 of them idle).
+        built = {view.name: pool.submit(_build, con.cursor(), view, events, lake) for view in chosen}
+        return [built[view.name].result() for view in chosen]
 
 
-def _window_sums(con: duckdb.DuckDBPyConnection, view: FeatureView) -> pa.Table:
-    tiles = con.sql(view_tiles_sql(view)).to_arrow_table()
-    return windows.window_sums(tiles, view.entity_keys, view.counts, FEATURE_WINDOWS)
+def _build(cursor: duckdb.DuckDBPyConnection, view: FeatureView, events: "_Events", lake: Path) -> MaterializedView:
+    return _write(cursor, view, _window_counts(view, events), lake)
+
+
+@dataclass(frozen=True)
+class _Events:
+    """The landed interactions as the kernel reads them: integer columns only."""
+    keys: dict[str, EncodedKeys]
+    bucket: pl.Series  # hours since the epoch
+    action: pl.Series  # code (COUNTED_ACTIONS)
+
+
+def _read_events(con: duckdb.DuckDBPyConnection, key_columns: list[str], pool: ThreadPoolExecutor) -> _Events:
+    table = con.sql(feature_events_sql(key_columns)).to_arrow_table()
+    encoded = pool.map(encode_keys, [table.column(k) for k in key_columns])  # pyarrow releases the GIL
+    return _Events(dict(zip(key_columns, encoded)),
+                   _series(table.column("bucket")), _series(table.column("action")))
+
+
+def _series(column: pa.ChunkedArray) -> pl.Series:
+    series = pl.from_arrow(column)
+    assert isinstance(series, pl.Series)
+    return series
+
+
+def _window_counts(view: FeatureView, events: _Events) -> pa.Table:
+    """The view's rows as feature_view.sql reads them: its entity keys (strings again), `bucket`
+    and `<count>_<window>`."""
+    encoded = [events.keys[k] for k in view.entity_keys]
+    # One ordinal per entity: the key codes in mixed radix (for the pair, user * tracks + track).
+    if prod(max(key.cardinality, 1) for key in encoded) > 2**63 - 1:
+        raise ValueError(f"{view.name}: too many distinct entity keys for a 64-bit ordinal")
+    ordinal = encoded[0].codes
+    for key in encoded[1:]:
+        ordinal = ordinal * max(key.cardinality, 1) + key.codes
+    counted = windows.window_counts(ordinal, events.bucket, events.action, action_codes(view), FEATURE_WINDOWS)
+    entity = counted[windows.ENTITY]
+    columns = {}
+    for name, key in reversed(list(zip(view.entity_keys, encoded))):
+        cardinality = max(key.cardinality, 1)
+        columns[name] = key.decode(entity % cardinality)
+        entity = entity // cardinality
+    table = counted.drop(windows.ENTITY).to_arrow()
+    for position, name in enumerate(view.entity_keys):
+        table = table.add_column(position, name, columns[name])
+    return table
 
 
 def _write(cursor: duckdb.DuckDBPyConnection, view: FeatureView, windowed: pa.Table, lake: Path) -> MaterializedView:

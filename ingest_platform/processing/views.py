@@ -9,10 +9,11 @@ import pyarrow as pa
 
 from ingest_platform.processing.catalog import DERIVED_DATASETS, DerivedDataset
 
-# Hive columns of partitioned layouts are typed explicitly, like the landed datasets' views.
+# Hive columns of partitioned layouts are typed explicitly, like the landed datasets' views. The
+# columns are `*`, or for datasets with computed columns every column, those computed from the files.
 DERIVED_VIEW_SQL = """
 CREATE OR REPLACE VIEW {view} AS
-SELECT * FROM read_parquet({glob}, union_by_name = true{hive})
+SELECT {columns} FROM read_parquet({glob}, union_by_name = true{hive})
 """
 
 
@@ -20,7 +21,7 @@ def _view_sql(dataset: DerivedDataset, lake: Path) -> str:
     glob = "'" + dataset.glob(lake).replace("'", "''") + "'"
     hive = (f", hive_partitioning = true, hive_types = {dataset.hive_types}" if dataset.hive_types
             else ", hive_partitioning = false")
-    return DERIVED_VIEW_SQL.format(view=dataset.name, glob=glob, hive=hive)
+    return DERIVED_VIEW_SQL.format(view=dataset.name, columns=dataset.view_columns_sql, glob=glob, hive=hive)
 
 
 def build_derived_views(con: duckdb.DuckDBPyConnection, lake: Path,

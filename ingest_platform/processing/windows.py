@@ -1,66 +1,93 @@
-"""Trailing-window sums over hourly tiles: the one step of the feature views not done in SQL.
+"""Trailing-window counts for the feature views, straight from the events: the one step not in SQL.
 
-Input: a feature view's hourly tiles (entity keys, `bucket` = hours since the epoch, counts), one row
-per entity and active hour, ordered by the entity keys and then `bucket`. Output: the same rows with
-`<count>_<window>` = the sum of `count` over the buckets (bucket - hours, bucket] of that entity.
+Input, one value per event: the entity as an integer ordinal (processing/keys.py encodes the
+string keys), its hour (`bucket`, hours since the epoch) and a small action code. Output: one row
+per entity and hour with events (an hourly tile), ordered by entity then hour, with
+`<count>_<window>` = the entity's events with the counted action in the buckets (bucket - hours,
+bucket].
 
-Why not a SQL window function: DuckDB's `sum() OVER (PARTITION BY ... RANGE ...)` costs about
-1.5 s per aggregate per 8M rows on this 2-core machine (12 aggregates per view: ~10 s for
-user_features alone). A window sum is a difference of running sums, running[i] - running[first row
-in the window - 1], and the first rows of all windows come from one sorted merge per window; polars
-does each step in a vectorised pass (the kernel takes ~2 s for the 10M-row affinity view, the
-window functions took ~14 s).
+How, all on integers (no hash table anywhere):
+1. one sort of one packed integer per event, entity-major: (entity * stride + hour) * 8 + action;
+2. running counts per action over the sorted events; the last event of each (entity, hour) run is
+   that tile, and carries the running counts up to and including its hour;
+3. a window's count is running[tile] - running[the last tile at or before hour - window], found by
+   one sorted as-of merge per window. Running counts are over the whole table: the stride leaves a
+   gap of the longest window between entities, so that tile is either the entity's own or the
+   previous entity's last one, and everything before it cancels out.
+Steps 2-3 are one lazy polars query, so the independent columns are computed in parallel.
+
+Why not SQL: DuckDB's `sum() OVER (PARTITION BY ... RANGE ...)` costs about 1.5 s per aggregate
+per 8M rows on 2 cores (12 per view), and grouping ~10M nearly unique (user, track, hour) groups by
+string keys, then regrouping per view, cost ~15 CPU s at 10M events (see docs/downstream.md).
 """
 
 from __future__ import annotations
 
 import polars as pl
-import pyarrow as pa
 
 BUCKET = "bucket"
+ENTITY = "entity"
+ACTION_CODES = 8  # action codes are 0-7: three bits of the packed sort key
+_INT64_MAX = 2**63 - 1
 
 
-def window_sums(tiles: pa.Table, keys: tuple[str, ...], counts: tuple[str, ...],
-                windows: dict[str, int]) -> pa.Table:
-    """`tiles` (sorted by keys, then bucket; buckets unique per entity) with `<count>_<window>`
-    columns added; a window of 1 hour is the tile itself. Only the integer columns go through
-    polars (the keys are read once, for the entity boundaries)."""
-    frame = pl.from_arrow(tiles.select([BUCKET, *counts])).rechunk()
-    assert isinstance(frame, pl.DataFrame)
-    frame = frame.with_columns(pl.col(c).cast(pl.Int64) for c in counts)
-    if frame.height == 0:
-        return _append(tiles, frame.select(pl.col(c).alias(f"{c}_{w}") for w in windows for c in counts))
-    # One sortable integer per row, entity-major: ordinal * stride + hour offset. The stride leaves a
-    # gap of the longest window between entities, so `position - hours` never reaches the entity before.
-    low, high = frame[BUCKET].min(), frame[BUCKET].max()
-    stride = high - low + 1 + max(windows.values())
-    new_entity = pl.from_arrow(tiles.select(list(keys)), rechunk=False).select(
-        pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys]).alias("new")).to_series()
-    frame = frame.with_columns(
-        position=new_entity.cum_sum().cast(pl.Int64) * stride + (pl.col(BUCKET) - low), row=pl.int_range(pl.len()))
-    if not bool((frame["position"].diff().drop_nulls() > 0).all()):
-        raise ValueError("window_sums needs tiles ordered by entity keys, then bucket, one row per bucket")
-    # Each row's first row in a window: the entity's first row with bucket > b - hours. Both sides are
-    # sorted, so an as-of merge finds them in one pass (3x faster here than a binary search per row).
-    rows = frame.select("position", "row").set_sorted("position")
+def window_counts(entity: pl.Series, bucket: pl.Series, action: pl.Series, counts: dict[str, int | None],
+                  windows: dict[str, int]) -> pl.DataFrame:
+    """Per (entity, bucket) with events: `entity`, `bucket` and, for each count and window,
+    `<count>_<window>`. `counts` maps a name to the action code it counts (None: every event).
+    The inputs are parallel, in any order, without nulls; `entity` >= 0, `action` in 0-7."""
+    names = [f"{name}_{window}" for window in windows for name in counts]
+    if len(entity) == 0:
+        return pl.DataFrame(schema={ENTITY: pl.Int64, BUCKET: pl.Int64, **dict.fromkeys(names, pl.Int64)})
+    entity, bucket, action = entity.cast(pl.Int64), bucket.cast(pl.Int64), action.cast(pl.Int64)
+    if entity.min() < 0 or action.min() < 0 or action.max() >= ACTION_CODES:
+        raise ValueError("window_counts needs entity ordinals >= 0 and action codes 0-7")
+    low = bucket.min()
+    stride = bucket.max() - low + 1 + max(windows.values())
+    entity, ordinals = _compact(entity, stride)
+    packed = ((entity * stride + (bucket - low)) * ACTION_CODES + action).sort()
+    tiles = _tiles(packed, counts).collect()
+    del packed
+    # For each tile and window, the last tile before the window (a row index into `tiles`; null when
+    # there is none: nothing came before).
+    indexed = tiles.select("position", index=pl.int_range(pl.len(), dtype=pl.Int64)).set_sorted("position")
     for window, hours in windows.items():
         if hours > 1:
-            starts = frame.select(pl.col("position") - (hours - 1)).set_sorted("position")
-            frame = frame.with_columns(starts.join_asof(rows, on="position", strategy="forward")["row"]
-                                       .alias(f"first_{window}"))
-    # A window sums to running[i] - before[first]: running = the sum up to and including the row,
-    # before = the sum up to the row before it (running sums over the whole table: the entity's
-    # earlier rows cancel out, as `first` never reaches another entity).
-    frame = frame.with_columns(pl.col(c).cum_sum().alias(f"running_{c}") for c in counts)
-    frame = frame.with_columns((pl.col(f"running_{c}") - pl.col(c)).alias(f"before_{c}") for c in counts)
-    sums = [pl.col(count).alias(f"{count}_{window}") if hours == 1 else
-            (pl.col(f"running_{count}") - pl.col(f"before_{count}").gather(pl.col(f"first_{window}")))
-            .alias(f"{count}_{window}")
-            for count in counts for window, hours in windows.items()]
-    return _append(tiles, frame.select(sums))
+            starts = tiles.select(pl.col("position") - hours).set_sorted("position")
+            tiles = tiles.with_columns(starts.join_asof(indexed, on="position", strategy="backward")["index"]
+                                       .alias(f"before_{window}"))
+    sums = []
+    for name in counts:
+        running = pl.col(f"running_{name}")
+        for window, hours in windows.items():
+            earlier = (running.shift(1, fill_value=0) if hours == 1 else
+                       running.gather(pl.col(f"before_{window}")).fill_null(0))
+            sums.append((running - earlier).alias(f"{name}_{window}"))
+    return tiles.lazy().select(
+        pl.lit(ordinals(tiles["position"] // stride)).alias(ENTITY),
+        (pl.col("position") % stride + low).alias(BUCKET),
+        *sums,
+    ).collect()
 
 
-def _append(table: pa.Table, columns: pl.DataFrame) -> pa.Table:
-    for name in columns.columns:
-        table = table.append_column(name, columns[name].to_arrow())
-    return table
+def _tiles(packed: pl.Series, counts: dict[str, int | None]) -> pl.LazyFrame:
+    """Per (entity, hour) run of the sorted events: its position and the running counts at its
+    last event."""
+    position, action = pl.col("packed") // ACTION_CODES, pl.col("packed") % ACTION_CODES
+    running = [(pl.int_range(1, pl.len() + 1, dtype=pl.Int64) if code is None
+                else (action == code).cast(pl.Int64).cum_sum()).alias(f"running_{name}")
+               for name, code in counts.items()]
+    return (packed.alias("packed").to_frame().lazy()
+            .select(position.alias("position"), *running)
+            .filter(pl.col("position").ne_missing(pl.col("position").shift(-1))))
+
+
+def _compact(entity: pl.Series, stride: int):
+    """`entity`, renumbered 0..n-1 (in the same order) only if the packed key would overflow 64 bits;
+    and the function mapping the numbers used back to the given ordinals."""
+    if (entity.max() + 1) * stride * ACTION_CODES <= _INT64_MAX:
+        return entity, lambda ordinals: ordinals
+    values = entity.unique().sort()
+    if len(values) * stride * ACTION_CODES > _INT64_MAX:
+        raise ValueError(f"window_counts: {len(values)} entities over {stride} hours do not fit a 64-bit key")
+    return entity.rank("dense").cast(pl.Int64) - 1, values.gather

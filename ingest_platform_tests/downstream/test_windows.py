@@ -1,52 +1,88 @@
-"""The trailing-window kernel of the feature views against a brute-force sum."""
+"""The feature views' kernel: integer-coded keys and trailing-window counts, against brute force."""
 
 from __future__ import annotations
 
 import random
 
+import polars as pl
 import pyarrow as pa
 import pytest
 
-from ingest_platform.processing.windows import window_sums
+from ingest_platform.processing.keys import encode_keys
+from ingest_platform.processing.windows import window_counts
 
 WINDOWS = {"1h": 1, "3h": 3, "24h": 24}
+COUNTS = {"events": None, "plays": 0, "skips": 1}
 
 
-def brute_force(rows: list[tuple], hours: int) -> list[int]:
-    """rows: (user, track, bucket, count), sorted; the sum over (bucket - hours, bucket] per entity."""
-    return [sum(c for u2, t2, b2, c in rows if (u2, t2) == (u, t) and b - hours < b2 <= b) for u, t, b, _ in rows]
+def brute_force(events: list[tuple[int, int, int]]) -> list[dict]:
+    """events: (entity, bucket, action). A row per (entity, bucket) with events, in order, with each
+    count over (bucket - hours, bucket] of that entity."""
+    rows = []
+    for entity, bucket in sorted({(e, b) for e, b, _ in events}):
+        row = {"entity": entity, "bucket": bucket}
+        for window, hours in WINDOWS.items():
+            inside = [a for e, b, a in events if e == entity and bucket - hours < b <= bucket]
+            for name, code in COUNTS.items():
+                row[f"{name}_{window}"] = sum(1 for a in inside if code is None or a == code)
+        rows.append(row)
+    return rows
 
 
-def tiles(rows: list[tuple]) -> pa.Table:
-    users, tracks, buckets, counts = zip(*rows)
-    return pa.table({"user_id": list(users), "track_id": list(tracks), "bucket": list(buckets), "plays": list(counts)})
+def kernel(events: list[tuple[int, int, int]]) -> list[dict]:
+    entity, bucket, action = zip(*events) if events else ((), (), ())
+    return window_counts(pl.Series(entity, dtype=pl.Int64), pl.Series(bucket, dtype=pl.Int64),
+                         pl.Series(action, dtype=pl.UInt8), COUNTS, WINDOWS).to_dicts()
 
 
-def test_windows_match_brute_force_and_never_cross_entities():
+def test_windows_match_brute_force_in_any_input_order():
     rng = random.Random(6)
-    rows = sorted({(f"u{rng.randrange(3)}", f"t{rng.randrange(3)}", 490_000 + rng.randrange(60)): None
-                   for _ in range(300)})
-    rows = [(u, t, b, rng.randrange(1, 5)) for u, t, b in rows]
-    out = window_sums(tiles(rows), ("user_id", "track_id"), ("plays",), WINDOWS)
-    for window, hours in WINDOWS.items():
-        assert out[f"plays_{window}"].to_pylist() == brute_force(rows, hours), window
+    events = [(rng.randrange(5), 490_000 + rng.randrange(60), rng.randrange(4)) for _ in range(400)]
+    assert kernel(events) == brute_force(events)
+    rng.shuffle(events)
+    assert kernel(events) == brute_force(events)
 
 
 def test_window_edges_and_adjacent_entities():
-    rows = [("u1", "t1", 100, 1), ("u1", "t1", 102, 2), ("u1", "t1", 103, 4),  # 103 - 3 = 100 falls out of 3h
-            ("u1", "t2", 103, 8),  # the next entity, same hour: sees nothing of u1/t1
-            ("u2", "t1", 90, 16)]
-    out = window_sums(tiles(rows), ("user_id", "track_id"), ("plays",), WINDOWS)
-    assert out["plays_1h"].to_pylist() == [1, 2, 4, 8, 16]
-    assert out["plays_3h"].to_pylist() == [1, 3, 6, 8, 16]
-    assert out["plays_24h"].to_pylist() == [1, 3, 7, 8, 16]
+    events = [(1, 100, 0), (1, 102, 0), (1, 102, 0), (1, 103, 1),  # 103 - 3 = 100 falls out of 3h
+              (2, 103, 0),  # the next entity, same hour: sees nothing of entity 1
+              (7, 90, 0), (7, 90, 3)]  # action 3 is counted only by `events`
+    rows = kernel(events)
+    assert [(r["entity"], r["bucket"]) for r in rows] == [(1, 100), (1, 102), (1, 103), (2, 103), (7, 90)]
+    assert [r["plays_1h"] for r in rows] == [1, 2, 0, 1, 1]
+    assert [r["plays_3h"] for r in rows] == [1, 3, 2, 1, 1]
+    assert [r["events_24h"] for r in rows] == [1, 3, 4, 1, 2]
+    assert [r["skips_24h"] for r in rows] == [0, 0, 1, 0, 0]
 
 
-def test_unsorted_tiles_are_refused():
-    with pytest.raises(ValueError, match="ordered"):
-        window_sums(tiles([("u1", "t1", 5, 1), ("u1", "t1", 4, 1)]), ("user_id", "track_id"), ("plays",), WINDOWS)
+def test_huge_ordinals_and_negative_hours_are_handled():
+    """Ordinals that would overflow the packed 64-bit sort key are renumbered, and given back."""
+    events = [(2**62, -5, 0), (2**62, -4, 1), (3, 10**6, 0), (0, -5, 0)]
+    assert kernel(events) == brute_force(events)
 
 
-def test_no_tiles():
-    out = window_sums(tiles([("u", "t", 1, 1)]).slice(0, 0), ("user_id", "track_id"), ("plays",), WINDOWS)
-    assert out.num_rows == 0 and "plays_24h" in out.column_names
+def test_no_events():
+    out = window_counts(pl.Series([], dtype=pl.Int64), pl.Series([], dtype=pl.Int64),
+                        pl.Series([], dtype=pl.UInt8), COUNTS, WINDOWS)
+    assert out.height == 0 and "plays_24h" in out.columns
+
+
+def test_out_of_range_codes_are_refused():
+    with pytest.raises(ValueError, match="action codes"):
+        kernel([(0, 1, 8)])
+    with pytest.raises(ValueError, match="ordinals"):
+        kernel([(-1, 1, 0)])
+
+
+def test_key_codes_round_trip_unusual_keys():
+    keys = pa.chunked_array([["u1", "", None, "ü-☃", "u1"], [], ["𝄞", "", "a\x00b", None]])
+    encoded = encode_keys(keys)
+    assert encoded.decode(encoded.codes).to_pylist() == keys.to_pylist()
+    assert encoded.values.to_pylist() == ["", "a\x00b", "u1", "ü-☃", "𝄞", None]  # byte order, null last
+    assert encoded.codes.to_list() == [2, 0, 5, 3, 2, 4, 0, 1, 5]
+
+
+def test_key_codes_of_no_keys():
+    for keys in (pa.chunked_array([], pa.string()), pa.chunked_array([pa.array([], pa.string())])):
+        encoded = encode_keys(keys)
+        assert encoded.cardinality == 0 and encoded.codes.len() == 0

@@ -1,7 +1,8 @@
 """Feature views (offline store in the lake, full history) and their online push to Redis.
 
-One multi-asset: the three views share one scan of the landed interactions (hourly tiles), so
-rebuilding all of them costs little more than rebuilding one; any subset can still be selected.
+One multi-asset: the three views share one scan of the landed interactions (keys coded as integers
+once), so rebuilding all of them costs less than rebuilding each alone; any subset can still be
+selected.
 """
 
 from datetime import datetime, timezone
