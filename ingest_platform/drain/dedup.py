@@ -182,20 +182,37 @@ def dead_letter_digest(raw_payload: str | None, failures) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def decide(client: redis.Redis, stream: str, hour_ms: int, event_type: str, frame: pl.DataFrame,
-           raw_payloads=None, batch_name: str = "") -> Decided:
-    """Validate `frame` (one hour of one stream, in stream order) and drop every duplicate.
-    `batch_name` (the chunk's "<first id>_<last id>") names the stored decision."""
+@dataclass
+class Validated:
+    """A chunk's occurrences after validation, before dedup (see `drop_duplicates`)."""
+
+    event_ids: pl.Series  # every occurrence's, in stream order
+    valid: pl.DataFrame  # with ROW, the occurrence's index
+    rejected: pl.DataFrame  # with ROW and the split's `failures` column
+    digests: list[str]  # the rejected occurrences' letter digests
+
+
+def validate(event_type: str, frame: pl.DataFrame, raw_payloads=None) -> Validated:
+    """The first half of `decide`: needs no Redis, so a drain runs it for its next chunk while the
+    current one is being claimed."""
     valid, rejected = validate_distinct(event_type, frame, raw_payloads)
     digests = [dead_letter_digest(raw, fails) for raw, fails in
                zip(rejected["raw_payload"].to_list(), rejected["failures"].to_list())]
+    return Validated(frame["event_id"], valid, rejected, digests)
+
+
+def drop_duplicates(client: redis.Redis, stream: str, hour_ms: int, batch_name: str, validated: Validated) -> Decided:
+    """The second half of `decide`: claim the occurrences and drop the duplicates. Chunks of a
+    stream must come here in stream order."""
+    valid, rejected = validated.valid, validated.rejected
+    height = len(validated.event_ids)
     # Every row is valid (or shadowed) or rejected, so the occurrences in stream order are the
     # frame's rows: the rejected ones marked, no concatenation and sort of the two sides.
     rejected_rows = rejected[ROW]
     occurrences = pl.DataFrame({
-        "kind": pl.repeat("v", frame.height, eager=True).scatter(rejected_rows, "d"),
-        "event_id": frame["event_id"].fill_null(""),
-        "digest": pl.repeat("", frame.height, eager=True).scatter(rejected_rows, digests),
+        "kind": pl.repeat("v", height, eager=True).scatter(rejected_rows, "d"),
+        "event_id": validated.event_ids.fill_null(""),
+        "digest": pl.repeat("", height, eager=True).scatter(rejected_rows, validated.digests),
     })
     dropped = claim_frame(client, stream, hour_ms, batch_name, occurrences)
     if not dropped:
@@ -204,6 +221,13 @@ def decide(client: redis.Redis, stream: str, hour_ms: int, event_type: str, fram
     kept_valid = valid.filter(~pl.col(ROW).is_in(dropped_rows)).drop(ROW)
     kept_rejected = rejected.filter(~pl.col(ROW).is_in(dropped_rows)).drop(ROW)
     return Decided(kept_valid, kept_rejected, len(dropped))
+
+
+def decide(client: redis.Redis, stream: str, hour_ms: int, event_type: str, frame: pl.DataFrame,
+           raw_payloads=None, batch_name: str = "") -> Decided:
+    """Validate `frame` (one hour of one stream, in stream order) and drop every duplicate.
+    `batch_name` (the chunk's "<first id>_<last id>") names the stored decision."""
+    return drop_duplicates(client, stream, hour_ms, batch_name, validate(event_type, frame, raw_payloads))
 
 
 def claim(client: redis.Redis, stream: str, hour_ms: int, batch_name: str,

@@ -173,22 +173,40 @@ def drain_stream_range(log: DrainLog, event_type: EventType, rng: StreamRange, l
     another one committed its range stops instead of rewriting files that compaction may already
     have retired (the rewrite would be identical, but it would bring a retired file back)."""
     report = DrainReport(range=rng)
-    # One writer thread writes a chunk's files while the next chunk is validated (pyarrow writes
-    # without holding the GIL); every write has finished (or failed) before this returns, hence
-    # before the cursor can move.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-writer") as writer:
+    # Three stages overlap: the next chunk is validated (polars, GIL mostly released) while this
+    # one is claimed, and a writer thread writes a chunk's files meanwhile (pyarrow, GIL released).
+    # Every write has finished (or failed) before this returns, hence before the cursor can move.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-writer") as writer, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-validator") as validator:
         writes: list[tuple[LandedFile, Future]] = []
-        for chunk in _chunks(log, event_type, rng):
+        for chunk, validated in _validated_ahead(event_type, _chunks(log, event_type, rng), validator):
             if log.cursor(rng.stream) != rng.start:
                 report.superseded = True
                 break
             report.entries += chunk.entries
             if report.oldest_entry_ms is None:
                 report.oldest_entry_ms = entry_ms(chunk.first_id)
-            writes += _land_chunk(log, event_type, rng, chunk, lake, report, dead_letters_enabled, writer)
+            writes += _land_chunk(log, event_type, rng, chunk, validated, lake, report, dead_letters_enabled, writer)
         for landed, write in writes:
             landed.bytes = write.result()
     return report
+
+
+def _validated_ahead(event_type: EventType, chunks, validator: Executor):
+    """(chunk, its validation) in order, validating one chunk ahead of the consumer: validation
+    needs no Redis and no earlier chunk, only the claims (`dedup.drop_duplicates`) go in order."""
+    pending: tuple[_Chunk, Future] | None = None
+    for chunk in chunks:
+        ahead = (chunk, validator.submit(_validate, event_type, chunk))
+        if pending is not None:
+            yield pending[0], pending[1].result()
+        pending = ahead
+    if pending is not None:
+        yield pending[0], pending[1].result()
+
+
+def _validate(event_type: EventType, chunk: _Chunk) -> dedup.Validated:
+    return dedup.validate(event_type.name, _frame(event_type, chunk), chunk.raw_payloads)
 
 
 def _chunks(log: DrainLog, event_type: EventType, rng: StreamRange):
@@ -351,12 +369,12 @@ def _frame(event_type: EventType, chunk: _Chunk) -> pl.DataFrame:
     return pl.from_arrow(chunk.table, rechunk=False).with_columns(*parse, pl.lit(None, dtype=pl.String).alias("raw_payload"))
 
 
-def _land_chunk(log: DrainLog, event_type: EventType, rng: StreamRange, chunk: _Chunk, lake: Path,
-                report: DrainReport, dead_letters_enabled: bool, writer: Executor) -> list[tuple[LandedFile, Future]]:
-    """Validate and deduplicate one chunk, then hand its files to `writer` (each LandedFile gets its
+def _land_chunk(log: DrainLog, event_type: EventType, rng: StreamRange, chunk: _Chunk, validated: dedup.Validated,
+                lake: Path, report: DrainReport, dead_letters_enabled: bool,
+                writer: Executor) -> list[tuple[LandedFile, Future]]:
+    """Deduplicate one validated chunk, then hand its files to `writer` (each LandedFile gets its
     size once written)."""
-    split = dedup.decide(log.client, rng.stream, chunk.hour_ms, event_type.name, _frame(event_type, chunk),
-                         chunk.raw_payloads, batch_name=f"{chunk.first_id}_{chunk.last_id}")
+    split = dedup.drop_duplicates(log.client, rng.stream, chunk.hour_ms, f"{chunk.first_id}_{chunk.last_id}", validated)
     report.duplicates += split.duplicates
     if split.rejected.height and not dead_letters_enabled:
         raise InvalidRowsError(
