@@ -13,7 +13,10 @@ memory, undrained entries and the age of the oldest one (lag), requests and erro
 
 Verdicts: memory is flat when the median of the last quarter of samples is within 10% (+8 MB)
 of the median of the first quarter (samples in the first 20% of the run, up to 60 s, are warm-up
-and not compared); lag is bounded when no sample after warm-up is older than 4 drain intervals
+and not compared). For the drain, that is its RSS less its dedup window, which the drain reports
+(`dedup.window_bytes`): the window holds 8 bytes per event of the last two ingestion hours by
+design, so it grows through a run shorter than that; it is printed beside the RSS, and must stay
+within 12 bytes per event accepted in the run; lag is bounded when no sample after warm-up is older than 4 drain intervals
 + 10 s; errors are zero when no request got anything but a 202 and none failed in transit.
 """
 
@@ -38,6 +41,7 @@ import redis
 
 from bench.drain import machine
 from ingest_platform.contract import EVENT_TYPES
+from ingest_platform.drain import dedup
 from ingest_platform.storage import api_keys
 from ingest_platform.storage.event_log import DrainLog
 from ingest_platform.storage.redis_server import RedisServer, free_port
@@ -47,6 +51,15 @@ INVALID_EVERY = 100  # 1% of events carry an unknown action: dead letters downst
 
 
 # --- the drain process ----------------------------------------------------------------------------
+
+WINDOW_FILE_ENV = "SOAK_DEDUP_WINDOW_FILE"  # where the drain loop reports its dedup window's bytes
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
 
 def drain_loop(interval: float) -> None:
     """Evaluate the drain sensor every `interval` seconds and the lake upkeep sensor (compaction,
@@ -59,6 +72,7 @@ def drain_loop(interval: float) -> None:
 
     settings = get_settings()
     resources = resources_from_settings(settings)
+    window_file = os.environ.get(WINDOW_FILE_ENV)
     last_upkeep = time.monotonic()
     with dg.instance_for_test() as instance:
         while True:
@@ -73,6 +87,8 @@ def drain_loop(interval: float) -> None:
                         sensor(context)
                 except Exception as exc:  # keep going: a failed tick is retried by the next one
                     print(json.dumps({"drain_error": repr(exc)}), file=sys.stderr, flush=True)
+            if window_file:
+                _write_atomically(Path(window_file), str(dedup.window_bytes()))
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
@@ -170,6 +186,7 @@ class Sample:
     t: float
     gateway_mb: float
     drain_mb: float
+    window_mb: float  # the drain's dedup window (part of drain_mb)
     redis_mb: float
     lag_entries: int
     lag_seconds: float
@@ -177,25 +194,30 @@ class Sample:
     errors: int
 
 
-def sample(t0: float, gateway, drain, client: redis.Redis, log: DrainLog, tally: Tally) -> Sample:
+def sample(t0: float, gateway, drain, client: redis.Redis, log: DrainLog, tally: Tally, window_file: Path) -> Sample:
     lags = [log.lag(t.stream) for t in EVENT_TYPES.values()]
+    window_mb = int(window_file.read_text()) / 2**20 if window_file.exists() else 0.0
     return Sample(
-        t=time.monotonic() - t0, gateway_mb=rss_mb(gateway), drain_mb=rss_mb(drain),
+        t=time.monotonic() - t0, gateway_mb=rss_mb(gateway), drain_mb=rss_mb(drain), window_mb=window_mb,
         redis_mb=client.info("memory")["used_memory"] / 2**20,
         lag_entries=sum(e for e, _ in lags), lag_seconds=max(s for _, s in lags),
         requests=tally.requests, errors=tally.errors)
 
 
-def verdicts(samples: list[Sample], seconds: float, drain_interval: float) -> dict:
+def verdicts(samples: list[Sample], seconds: float, drain_interval: float, events: int) -> dict:
     warm = min(60.0, 0.2 * seconds)
     steady = [s for s in samples if s.t >= warm] or samples
     quarter = max(1, len(steady) // 4)
     first, last = steady[:quarter], steady[-quarter:]
     out = {}
-    for name in ("gateway_mb", "drain_mb"):
-        a = statistics.median(getattr(s, name) for s in first)
-        b = statistics.median(getattr(s, name) for s in last)
+    measures = {"gateway_mb": lambda s: s.gateway_mb, "drain_mb": lambda s: s.drain_mb,
+                "drain_less_window_mb": lambda s: s.drain_mb - s.window_mb}
+    for name, measure in measures.items():
+        a = statistics.median(measure(s) for s in first)
+        b = statistics.median(measure(s) for s in last)
         out[name] = (a, b, b <= a * 1.10 + 8)
+    window_bytes = samples[-1].window_mb * 2**20
+    out["window"] = (samples[-1].window_mb, window_bytes / max(events, 1), window_bytes <= 12 * max(events, 1))
     bound = 4 * drain_interval + 10
     out["lag"] = (max(s.lag_seconds for s in steady), max(s.lag_entries for s in steady),
                   all(s.lag_seconds <= bound for s in steady), bound)
@@ -203,11 +225,11 @@ def verdicts(samples: list[Sample], seconds: float, drain_interval: float) -> di
 
 
 def print_table(samples: list[Sample], rate: float) -> None:
-    print(f"{'t (s)':>7} {'gateway MB':>11} {'drain MB':>9} {'redis MB':>9} {'lag entries':>12} "
+    print(f"{'t (s)':>7} {'gateway MB':>11} {'drain MB':>9} {'(window)':>9} {'redis MB':>9} {'lag entries':>12} "
           f"{'lag s':>6} {'requests':>9} {'errors':>7}")
     for s in samples:
-        print(f"{s.t:>7.0f} {s.gateway_mb:>11.1f} {s.drain_mb:>9.1f} {s.redis_mb:>9.1f} {s.lag_entries:>12} "
-              f"{s.lag_seconds:>6.1f} {s.requests:>9} {s.errors:>7}")
+        print(f"{s.t:>7.0f} {s.gateway_mb:>11.1f} {s.drain_mb:>9.1f} {s.window_mb:>9.1f} {s.redis_mb:>9.1f} "
+              f"{s.lag_entries:>12} {s.lag_seconds:>6.1f} {s.requests:>9} {s.errors:>7}")
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -235,8 +257,10 @@ def soak(minutes: float, fraction: float, threads: int, size: int, sample_second
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_for(url)
+            window_file = root / "dedup_window_bytes"
             drain = subprocess.Popen([sys.executable, "-m", "bench.soak", "--drain-loop", str(drain_interval)],
-                                     env=env, start_new_session=True, stderr=open(root / "drain.log", "wb"))
+                                     env={**env, WINDOW_FILE_ENV: str(window_file)}, start_new_session=True,
+                                     stderr=open(root / "drain.log", "wb"))
             capacity = measure_capacity(url, key, threads, size, probe_seconds)
             rate = capacity * fraction
             print(f"capacity {capacity:,.0f} events/s (this load generator, {threads} threads x {size}-event "
@@ -250,7 +274,7 @@ def soak(minutes: float, fraction: float, threads: int, size: int, sample_second
             samples = []
             while time.monotonic() - t0 < seconds:
                 time.sleep(min(sample_every, max(0.0, seconds - (time.monotonic() - t0))))
-                samples.append(sample(t0, gateway, drain, client, log, tally))
+                samples.append(sample(t0, gateway, drain, client, log, tally, window_file))
                 if gateway.poll() is not None or drain.poll() is not None:
                     raise RuntimeError("the gateway or the drain died; see their logs")
             stop.set()
@@ -259,7 +283,7 @@ def soak(minutes: float, fraction: float, threads: int, size: int, sample_second
             drain_errors = (root / "drain.log").read_text(errors="replace").count('"drain_error"')
             result = {"capacity": capacity, "rate": rate, "achieved": tally.events / seconds, "samples": samples,
                       "requests": tally.requests, "errors": tally.errors, "error_kinds": tally.error_kinds,
-                      "drain_errors": drain_errors, **verdicts(samples, seconds, drain_interval)}
+                      "drain_errors": drain_errors, **verdicts(samples, seconds, drain_interval, tally.events)}
         finally:
             for process in (gateway, drain):
                 if process is not None and process.poll() is None:
@@ -285,7 +309,9 @@ def _wait_for(url: str, timeout: float = 30) -> None:
 def report(result: dict) -> bool:
     print_table(result["samples"], result["rate"])
     g0, g1, g_flat = result["gateway_mb"]
-    d0, d1, d_flat = result["drain_mb"]
+    d0, d1, _ = result["drain_mb"]
+    r0, r1, d_flat = result["drain_less_window_mb"]
+    window_mb, window_per_event, window_ok = result["window"]
     lag_s, lag_n, bounded, bound = result["lag"]
     errors_ok = result["errors"] == 0 and result["drain_errors"] == 0
     print(f"machine: {machine()}")
@@ -293,13 +319,15 @@ def report(result: dict) -> bool:
           f"({result['rate'] / result['capacity']:.2f}x the measured capacity of {result['capacity']:,.0f}/s)")
     print(f"gateway RSS: first quarter {g0:.1f} MB, last quarter {g1:.1f} MB ({g1 / g0:.2f}x): "
           f"{'flat' if g_flat else 'GROWING'}")
-    print(f"drain RSS:   first quarter {d0:.1f} MB, last quarter {d1:.1f} MB ({d1 / d0:.2f}x): "
-          f"{'flat' if d_flat else 'GROWING'}")
+    print(f"drain RSS:   first quarter {d0:.1f} MB, last quarter {d1:.1f} MB ({d1 / d0:.2f}x); less its dedup "
+          f"window: {r0:.1f} -> {r1:.1f} MB ({r1 / r0:.2f}x): {'flat' if d_flat else 'GROWING'}")
+    print(f"dedup window at the end: {window_mb:.1f} MB = {window_per_event:.1f} B per event accepted in the run "
+          f"(kept for two ingestion hours by design): {'as designed' if window_ok else 'OVER 12 B PER EVENT'}")
     print(f"lag: max {lag_s:.1f} s, max {lag_n} entries after warm-up: "
           f"{'bounded' if bounded else 'UNBOUNDED'} (bound {bound:.0f} s)")
     print(f"errors: {result['errors']} of {result['requests']} requests {result['error_kinds'] or ''}, "
           f"{result['drain_errors']} failed drain ticks: {'none' if errors_ok else 'ERRORS'}")
-    return g_flat and d_flat and bounded and errors_ok
+    return g_flat and d_flat and window_ok and bounded and errors_ok
 
 
 def main(argv: list[str] | None = None) -> None:
