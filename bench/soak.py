@@ -16,8 +16,9 @@ of the median of the first quarter (samples in the first 20% of the run, up to 6
 and not compared). For the drain, that is its RSS less its dedup window, which the drain reports
 (`dedup.window_bytes`): the window holds 8 bytes per event of the last two ingestion hours by
 design, so it grows through a run shorter than that; it is printed beside the RSS, and must stay
-within 12 bytes per event accepted in the run; lag is bounded when no sample after warm-up is older than 4 drain intervals
-+ 10 s; errors are zero when no request got anything but a 202 and none failed in transit.
+within 12 bytes per event accepted in the run. Lag is bounded when no sample after warm-up is
+older than 4 drain intervals + 10 s; errors are zero when no request got anything but a 202 and
+none failed in transit.
 """
 
 from __future__ import annotations

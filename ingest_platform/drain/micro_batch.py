@@ -121,10 +121,11 @@ class _Chunk:
             entry_id, _, index = position.partition("/")
             if entry_id not in decoded:
                 decoded[entry_id] = _entry_raws(self.entry_fields[entry_id])
-            if int(index) >= len(decoded[entry_id]):
+            entry_raws, at = decoded[entry_id], int(index)
+            if at >= len(entry_raws):
                 raise ValueError(f"stream entry {entry_id} holds fewer raw payloads than events: it was not "
                                  "written by the gateway (contract.encode_stream_entry)")
-            raws.append(bytes(decoded[entry_id][int(index)]).decode())
+            raws.append(bytes(entry_raws[at]).decode())
         return raws
 
 
