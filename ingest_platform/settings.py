@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         description="Fraction of Redis maxmemory at which the gateway answers 503 + Retry-After.",
     )
     gateway_ws_idle_seconds: float = Field(
-        default=60, gt=0, description="A WebSocket that sends nothing for this long is closed (code 1000)."
+        default=60, gt=0, description="A WebSocket that sends nothing for this long is closed (code 1001)."
     )
     gateway_access_log: bool = Field(
         default=False, description="Log every request as a JSON line (off: only errors, 503s and startup)."
@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     )
     gateway_auth_failure_window_seconds: float = Field(
         default=60, description="The window of GATEWAY_AUTH_FAILURE_LIMIT, from the first failure."
+    )
+    gateway_redis_timeout_seconds: float = Field(
+        default=2.0, gt=0,
+        description="How long the gateway waits for Redis to accept a connection or answer a command "
+        "before taking it as unreachable (503 until a background check sees it again). A write "
+        "that times out after it was sent is answered 503 `outcome_unknown` with its event ids. "
+        "Keep it above Redis's slowest write (an fsync with appendfsync always on a busy disk).",
     )
 
     # --- drain -------------------------------------------------------------------------

@@ -5,6 +5,10 @@ endpoints, write a module with that function and add its name here; authenticate
 with `await ingest_platform.gateway.auth.authorize(request, "<scope>")`, whose AuthError the app
 renders as a JSON error body (401, 403, 429 or 503). Shared per-worker state (Redis client, authenticator, buffer
 health) is `request.app.state.gateway` (a `state.Gateway`).
+
+`RequestIds` wraps the whole app: every answer of these routes carries X-Request-ID, and WebSocket
+connections get one too (on the 101 response and in their log lines). POST /v1/events normally
+never reaches this app (the HTTP fast path answers it, `fastpath.py`) and sets its own id there.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ingest_platform.gateway import logs
+from ingest_platform.gateway import logs, metrics
 from ingest_platform.gateway.auth import AuthError
 from ingest_platform.gateway.state import Gateway
 from ingest_platform.settings import Settings, get_settings
@@ -48,11 +53,80 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logs.log.exception("unhandled error", extra={"path": request.url.path})
+    logs.log.exception("unhandled error", extra={"path": request.url.path,
+                                                 "request_id": logs.scope_request_id(request.scope)})
     return error(500, "internal", "internal error")
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+_ID_HEADER = b"x-request-id"
+_UNMATCHED = "unmatched"  # the route label of a request no route matched (no client paths as labels)
+_MAX_LOGGED_PATH = 200
+
+
+class RequestIds:
+    """Pure ASGI middleware (BaseHTTPMiddleware would add a task and queues per request): gives each
+    HTTP request and WebSocket connection an id (the client's X-Request-ID when sane, else a new
+    one), kept in `scope["state"]["request_id"]` for log lines and sent back as X-Request-ID.
+
+    With the access log on, one line per HTTP request (method, path without query string, status)
+    and per WebSocket connection. An endpoint whose answer already carries X-Request-ID (the ASGI
+    form of POST /v1/events) logs and counts itself and is left alone.
+    """
+
+    def __init__(self, app: ASGIApp, access_log: bool):
+        self.app, self.access_log = app, access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":  # lifespan
+            await self.app(scope, receive, send)
+            return
+        rid = logs.request_id(_header(scope, _ID_HEADER))
+        scope.setdefault("state", {})["request_id"] = rid
+        id_header = (_ID_HEADER, rid.encode())
+        outcome: dict = {}  # what the app answered: status, whether it set its own id, close code
+
+        async def send_with_id(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start" or kind == "websocket.accept":
+                headers = list(message.get("headers") or ())
+                outcome["status"] = message.get("status", 101)
+                if any(name.lower() == _ID_HEADER for name, _ in headers):
+                    outcome["own_id"] = True
+                else:
+                    message = {**message, "headers": [*headers, id_header]}
+            elif kind == "websocket.close":
+                outcome["close_code"] = message.get("code", 1000)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if not outcome.get("own_id"):
+                self._record(scope, rid, outcome)
+
+    def _record(self, scope: Scope, rid: str, outcome: dict) -> None:
+        if scope["type"] == "http":
+            status = outcome.get("status", 500)  # no answer at all: the app failed
+            route = scope.get("route")
+            metrics.count_request(getattr(route, "path", _UNMATCHED), status)
+            if self.access_log:
+                logs.log.info(f"{scope['method']} {scope['path'][:_MAX_LOGGED_PATH]}",
+                              extra={"request_id": rid, "status": status})
+        elif self.access_log:
+            logs.log.info(f"WebSocket {scope['path'][:_MAX_LOGGED_PATH]} closed",
+                          extra={"connection_id": rid, "status": outcome.get("status"),
+                                 "close_code": outcome.get("close_code")})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:  # ASGI servers send header names lowercased
+            return value
+    return None
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = settings or get_settings()
     logs.configure()
 
@@ -72,13 +146,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await gateway.stop()
 
-    return Starlette(
+    app = Starlette(
         routes=collect_routes(settings),
         lifespan=lifespan,
         exception_handlers={AuthError: _auth_error, HTTPException: _http_error, Exception: _unexpected},
     )
+    # Outermost, so that even the 500 answers of Starlette's ServerErrorMiddleware carry the id.
+    return RequestIds(app, settings.gateway_access_log)
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> ASGIApp:
     """Factory for `uvicorn --factory` (each worker process builds its own app)."""
     return create_app()

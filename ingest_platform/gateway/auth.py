@@ -1,7 +1,10 @@
 """Bearer-key authentication and scope checks, reusable by every route.
 
 Records are cached for one second per worker, so a revocation (or expiry) reaches every worker
-and process within a second, while the hot path costs one hash and no Redis round trip.
+and process within a second, while the hot path costs one hash and no Redis round trip. While the
+buffer health knows Redis is unreachable, a key seen lately is taken from the cache however old
+(up to STALE_WHILE_UNREACHABLE_SECONDS) and nothing is asked of Redis, so the request gets its 503
+at once instead of after a timeout.
 
 Route modules call `await authorize(request, scope)` (or `authorize_headers`) and get the key's
 record or an `AuthError`, which the app renders as a 401/403 error body.
@@ -10,6 +13,7 @@ record or an `AuthError`, which the app renders as a 401/403 error body.
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -28,6 +32,16 @@ CACHE_SECONDS = 1.0
 # (revocations are written to Redis), and the write that follows answers 503 on its own if need be.
 STALE_WHILE_UNREACHABLE_SECONDS = 60.0
 _MAX_CACHED = 10_000  # unknown ids from brute force must not grow memory
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class Reachability(Protocol):
+    """What the authenticator needs of the buffer health (gateway/backpressure.BufferHealth)."""
+
+    @property
+    def unreachable(self) -> bool: ...
+
+    def mark_unreachable(self, exc: BaseException) -> None: ...
 
 
 class AuthError(Exception):
@@ -71,8 +85,10 @@ _INVALID = AuthError(401, "invalid_api_key", "the API key is not valid")
 
 
 class Authenticator:
-    def __init__(self, client: aioredis.Redis, failure_limit: int = 20, failure_window_seconds: float = 60):
+    def __init__(self, client: aioredis.Redis, failure_limit: int = 20, failure_window_seconds: float = 60,
+                 health: Reachability | None = None):
         self.client = client
+        self.health = health  # None: always ask Redis (tools, tests)
         self.failure_limit, self.failure_window = failure_limit, failure_window_seconds
         self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
         # Addresses this worker refused as blocked: checked in Redis even on the cached hot path until
@@ -100,10 +116,20 @@ class Authenticator:
             raise AuthError(401, f"api_key_{state}", f"the API key {record.key_id} is {state}")
         return record
 
+    def _known_unreachable(self) -> bool:
+        return self.health is not None and self.health.unreachable
+
+    def _unreachable(self, exc: BaseException) -> None:
+        if self.health is not None:
+            self.health.mark_unreachable(exc)
+
     async def _refuse_if_blocked(self, client: str) -> None:
+        if self._known_unreachable():
+            return  # no round trip that can only fail; the write answers 503 on its own
         try:
             failures, retry_after = await auth_failures(self.client, client)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except _REDIS_DOWN as exc:
+            self._unreachable(exc)
             return  # the key lookup itself answers 503 when Redis is gone
         if failures >= self.failure_limit:
             if len(self._blocked) > _MAX_CACHED:
@@ -113,10 +139,12 @@ class Authenticator:
         self._blocked.discard(client)
 
     async def _count_failure(self, client: str) -> None:
+        if self._known_unreachable():
+            return
         try:
             await record_auth_failure(self.client, client, self.failure_window)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            pass
+        except _REDIS_DOWN as exc:
+            self._unreachable(exc)
 
     async def authorize(self, key: str | None, scope: str, client: str | None = None) -> ApiKeyRecord:
         """Like `authenticate`, and 403 unless the key carries `scope`."""
@@ -131,9 +159,14 @@ class Authenticator:
         cached = self._cache.get(key_id)
         if cached and now - cached[0] < CACHE_SECONDS:
             return cached[1], True
+        if self._known_unreachable():  # a round trip now would only wait for its timeout
+            if cached and now - cached[0] < STALE_WHILE_UNREACHABLE_SECONDS:
+                return cached[1], True
+            raise KeyStoreUnavailable()
         try:
             record = await fetch_record(self.client, key_id)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except _REDIS_DOWN as exc:
+            self._unreachable(exc)  # the write that follows is refused at once, not sent to wait too
             if cached and now - cached[0] < STALE_WHILE_UNREACHABLE_SECONDS:
                 return cached[1], True
             raise KeyStoreUnavailable() from exc

@@ -3,9 +3,11 @@
 Every POLL_SECONDS one pipeline reads the undrained backlog (entries added minus drained) and
 Redis memory. Requests only read the resulting flag, so a request never pays for the check.
 Hysteresis: once over a high-water mark, the gateway accepts again only below 90% of it, so it
-does not flap at the boundary. A failed poll (or a failed write) marks Redis unreachable: the
-gateway then answers 503 at once, and the next successful poll (within POLL_SECONDS of Redis
-coming back) resumes intake without a restart.
+does not flap at the boundary. A failed poll (or a failed write or key lookup) marks Redis
+unreachable: the gateway then answers 503 at once, without waiting on Redis (writes are refused
+before they are sent, keys come from the workers' caches), and the next successful poll (within
+POLL_SECONDS of Redis coming back) resumes intake without a restart. How long a poll or a command
+may wait for Redis is GATEWAY_REDIS_TIMEOUT_SECONDS: a frozen Redis is found out within about that.
 """
 
 from __future__ import annotations
@@ -58,8 +60,16 @@ class BufferHealth:
     def accepting(self) -> bool:
         return self.refusal is None
 
+    @property
+    def unreachable(self) -> bool:
+        """Redis is known to be down or not answering: callers skip round trips that would only wait."""
+        return self.refusal is UNREACHABLE
+
     async def start(self) -> None:
         await self.poll_once()
+        # _set only writes the gauge on a change, and "accepting" is the initial state: without
+        # this, gateway_accepting would read 0 until the first flip.
+        metrics.ACCEPTING.set(1 if self.refusal is None else 0)
         self._task = asyncio.create_task(self._run(), name="buffer-health")
 
     async def stop(self) -> None:

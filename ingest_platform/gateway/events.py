@@ -34,6 +34,9 @@ _encode = msgspec.json.Encoder().encode
 _object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _CONTROL = {c: None for c in range(0x20)} | {c: None for c in range(0x7F, 0xA0)}
+# The event type of a rejection whose type could not be told (not an object, no or an unknown type,
+# too large to decode): a fixed label, so a client's made-up type names never become metric labels.
+UNKNOWN_EVENT_TYPE = "unknown"
 
 class BodyError(Exception):
     """The request as a whole cannot be read: nothing in it is accepted."""
@@ -48,6 +51,7 @@ class Rejection:
     index: int
     code: str
     message: str
+    event_type: str = UNKNOWN_EVENT_TYPE  # one of the contract's types, or UNKNOWN_EVENT_TYPE
 
 
 class ParsedBatch:
@@ -122,6 +126,7 @@ def parse_events(raws: list[msgspec.Raw], key_scopes: frozenset[str] | list[str]
     clean = _cleaner(raws)
     decoded = _decode_all(raws, limits)
     for index, raw in enumerate(raws):
+        name = UNKNOWN_EVENT_TYPE  # until the event's type is decoded
         try:
             name, payload = _decode_event(raw, limits) if decoded is None else decoded[index]
             if name not in permitted:
@@ -131,7 +136,7 @@ def parse_events(raws: list[msgspec.Raw], key_scopes: frozenset[str] | list[str]
             if strict_now is not None:
                 _check_values(EVENT_TYPES[name], record.event_id, msgspec.structs.asdict(payload), strict_now)
         except _Rejected as exc:
-            rejected.append(Rejection(index, exc.code, exc.message))
+            rejected.append(Rejection(index, exc.code, exc.message, exc.event_type or name))
             continue
         events = accepted.get(name)
         if events is None:
@@ -145,8 +150,9 @@ def parse_events(raws: list[msgspec.Raw], key_scopes: frozenset[str] | list[str]
 
 
 class _Rejected(Exception):
-    def __init__(self, code: str, message: str):
-        self.code, self.message = code, message
+    def __init__(self, code: str, message: str, event_type: str | None = None):
+        # event_type: known although decoding failed (a payload with a wrong field)
+        self.code, self.message, self.event_type = code, message, event_type
 
 
 # Per event type, the contract's payload struct as the gateway decodes it: the same fields and
@@ -234,9 +240,9 @@ def _classify(raw: msgspec.Raw) -> tuple[str, msgspec.Struct]:
     try:
         payload = _payload_decoders[name].decode(inner)
     except msgspec.ValidationError as exc:
-        raise _Rejected("invalid_field", f"{name}: {exc}")
+        raise _Rejected("invalid_field", f"{name}: {exc}", name)
     except RecursionError:
-        raise _Rejected("too_deep", "the event nests JSON too deeply")
+        raise _Rejected("too_deep", "the event nests JSON too deeply", name)
     return name, payload
 
 

@@ -5,8 +5,10 @@ protocol (`fastpath`, the hot path) calls it straight from the socket, and `Even
 same thing as a raw ASGI app for any other server (and for the Starlette route table).
 
 Statuses: 202 when at least one event was accepted; 400 (unreadable body), 408 (body too slow),
-413 (too large), 422 (no event acceptable), 403 (every event outside the key's scopes), 401 (key),
-429 (rate limit), 503 (buffer unavailable or full). Error bodies are {"error": {"code", "message", ...}}.
+413 (too large, or more events than the key's burst), 422 (no event acceptable), 403 (every
+event outside the key's scopes), 401 (key), 429 (rate limit), 503 (buffer unavailable or full:
+nothing written; or `outcome_unknown`: the write was sent but Redis did not answer, see
+`_outcome_unknown`). Error bodies are {"error": {"code", "message", ...}}.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ingest_platform.gateway import metrics, rate_limit
 from ingest_platform.gateway.auth import AuthError, bearer_token
 from ingest_platform.gateway.events import BodyError, encode_results, split_body
 from ingest_platform.gateway.logs import log, request_id
-from ingest_platform.gateway.state import Gateway, RateLimited, Unavailable
+from ingest_platform.gateway.state import Gateway, OutcomeUnknown, RateLimited, Unavailable
 
 ROUTE = "/v1/events"
 _encode = msgspec.json.Encoder().encode
@@ -101,12 +103,15 @@ async def _handle(gateway: Gateway, headers: dict[bytes, bytes], client: str | N
         outcome = await gateway.ingest(key, raws)
     except Unavailable as exc:
         raise _unavailable(exc)
+    except OutcomeUnknown as exc:
+        raise _outcome_unknown(exc)
     except RateLimited as exc:
-        retry = exc.retry_after
-        message = str(exc) if math.isfinite(retry) else (
-            f"this request costs {exc.cost} events, more than the key's burst of {exc.limit.burst}")
-        raise Reply(429, "rate_limited", message, rate_limit.headers(exc.limit, exc.admission),
-                    retry_after=retry if math.isfinite(retry) else None)
+        if not math.isfinite(exc.retry_after):  # costs more than the burst: waiting cannot help
+            code, message = rate_limit.over_burst(exc.limit, exc.cost)
+            raise Reply(413, code, message, rate_limit.headers(exc.limit, exc.admission, retry_after=False),
+                        max_events=exc.limit.burst)
+        raise Reply(429, "rate_limited", str(exc), rate_limit.headers(exc.limit, exc.admission),
+                    retry_after=exc.retry_after)
     status, payload = encode_results(outcome.batch)
     return status, payload, rate_limit.headers(outcome.limit, outcome.admission)
 
@@ -114,6 +119,27 @@ async def _handle(gateway: Gateway, headers: dict[bytes, bytes], client: str | N
 def _unavailable(exc: Unavailable) -> Reply:
     r = exc.refusal
     return Reply(503, r.code, r.message, [(b"retry-after", str(r.retry_after).encode())], retry_after=r.retry_after)
+
+
+# Why 503 and not 504: 503 is the one 5xx the gateway answers, always with an error code and
+# Retry-After, so a client that looks only at the status retries as for any 503, and the distinct
+# code tells it how (with the listed ids). 504 is what the TLS-terminating proxy in front answers
+# when the gateway itself is slow, without a body of ours: a client could not tell that answer
+# (ids unknown) from this one (ids listed).
+OUTCOME_UNKNOWN_RETRY_AFTER = 1
+
+
+def _outcome_unknown(exc: OutcomeUnknown) -> Reply:
+    """503 `outcome_unknown`: the write was sent and not answered, so its events may be stored (or be
+    stored when Redis wakes). Unlike other 503s it does not say "nothing was written": it lists the
+    event id each event was sent with, to be sent again with exactly those ids, which lands each
+    event once whatever happened to the first attempt (the drain keeps one event per event_id)."""
+    return Reply(503, "outcome_unknown",
+                 "the event buffer (Redis) did not answer in time: these events may or may not have been "
+                 "stored; retry with the same event ids (set each event's event_id to the one in results), "
+                 "which stores each event exactly once",
+                 [(b"retry-after", str(OUTCOME_UNKNOWN_RETRY_AFTER).encode())],
+                 retry_after=OUTCOME_UNKNOWN_RETRY_AFTER, results=exc.results())
 
 
 class EventsEndpoint:

@@ -50,6 +50,11 @@ def configure(level: int = logging.INFO) -> None:
     log.propagate = False
 
 
+def scope_request_id(scope) -> str | None:
+    """The id `app.RequestIds` gave this HTTP request or WebSocket connection (None without it)."""
+    return scope.get("state", {}).get("request_id")
+
+
 def request_id(supplied: str | bytes | None) -> str:
     """The client's X-Request-ID when it is sane, else a new one (unique per worker process)."""
     if supplied:

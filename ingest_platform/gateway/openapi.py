@@ -78,13 +78,67 @@ def _schemas(settings: Settings) -> dict:
     return components
 
 
-def _error(description: str) -> dict:
+# Response headers, described once and inlined where they apply (OpenAPI forbids `required`
+# beside a `$ref`, so they are not components).
+HEADERS = {
+    "X-Request-ID": {
+        "description": "The client's X-Request-ID when it sent a sane one (printable ASCII, at most 64 "
+                       "characters), else one the gateway made; the same id is in the gateway's log lines.",
+        "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 1}},
+    "RateLimit": {
+        "description": 'Current service limit (draft-ietf-httpapi-ratelimit-headers-11), e.g. '
+                       '`"events";r=39999;t=1`: r = events left in the key\'s bucket, t = seconds until it '
+                       "is full (on 429: until the refused request's cost is available, as Retry-After).",
+        "schema": {"type": "string"}},
+    "RateLimit-Policy": {
+        "description": 'The key\'s quota policy (same draft), e.g. `"events";q=40000;w=2`: a burst of q '
+                       "events, refilled in w seconds. Quota unit: events (a request costs its number of events).",
+        "schema": {"type": "string"}},
+    "RateLimit-Limit": {"description": "Earlier drafts' field: the key's burst (events).",
+                        "schema": {"type": "integer"}},
+    "RateLimit-Remaining": {"description": "Earlier drafts' field: events left in the key's bucket.",
+                            "schema": {"type": "integer"}},
+    "RateLimit-Reset": {"description": "Earlier drafts' field: seconds until the key's bucket is full.",
+                        "schema": {"type": "integer"}},
+    "WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}},
+}
+RATE_LIMIT_HEADERS = ("RateLimit", "RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+
+
+def _headers(*names: str, required: tuple[str, ...] = ()) -> dict:
+    """HEADERS by name; a name in `required` is on every such answer."""
+    return {name: HEADERS[name] | ({"required": True} if name in required else {}) for name in names}
+
+
+def _response(description: str, schema: str, *headers: str, required: tuple[str, ...] = ("X-Request-ID",)) -> dict:
     return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorResponse")}}}}
+            "headers": _headers("X-Request-ID", *headers, required=required),
+            "content": {"application/json": {"schema": {"$ref": REF.format(name=schema)}}}}
+
+
+def _error(description: str, *headers: str, required: tuple[str, ...] = ("X-Request-ID",)) -> dict:
+    return _response(description, "ErrorResponse", *headers, required=required)
+
+
+def _connection_refusals() -> dict:
+    """Answers of the HTTP layer before any route runs, for every path (no X-Request-ID: no route
+    has seen the request); the connection is closed after them."""
+    bare = {"content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorResponse")}}}}
+    return {
+        "408": {"description": "`header_timeout`: the request head did not arrive within "
+                               "GATEWAY_HEADER_TIMEOUT_SECONDS (on POST /v1/events also `body_timeout`: "
+                               "the body did not arrive within GATEWAY_BODY_TIMEOUT_SECONDS).", **bare},
+        "431": {"description": "`headers_too_large`: the request head is over GATEWAY_MAX_HEADER_BYTES.", **bare},
+    }
+
+
+def _plain(description: str) -> dict:
+    return {"description": description, "headers": _headers("X-Request-ID", required=("X-Request-ID",))}
 
 
 def build_spec(settings: Settings) -> dict:
-    ingest = {"content": {"application/json": {"schema": {"$ref": REF.format(name="IngestResponse")}}}}
+    limited = RATE_LIMIT_HEADERS
     return {
         "openapi": "3.1.0",
         "info": {"title": "ingest-platform gateway", "version": "1",
@@ -103,26 +157,48 @@ def build_spec(settings: Settings) -> dict:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "oneOf": [{"$ref": REF.format(name="Event")}, {"$ref": REF.format(name="Batch")}]}}}},
                 "responses": {
-                    "202": {"description": "At least one event accepted (durably buffered); per-event results.", **ingest},
-                    "400": _error("Unreadable body: malformed JSON, invalid UTF-8, not an object, bad batch."),
-                    "401": _error("Missing, invalid, revoked or expired API key."),
-                    "403": {"description": "Every event is of a type the key may not send.", **ingest},
-                    "413": _error("Body, batch or event over its limit."),
-                    "422": {"description": "No event acceptable; per-event reasons.", **ingest},
-                    "429": _error("Rate limit spent; see Retry-After and RateLimit-* headers."),
-                    "503": _error("Buffer unreachable, backlog or memory over its mark; see Retry-After."),
+                    "202": _response("At least one event accepted (durably buffered); per-event results.",
+                                     "IngestResponse", *limited, required=("X-Request-ID", *limited)),
+                    "400": _error("Unreadable body: malformed JSON, invalid UTF-8, not an object, bad batch; "
+                                  "or not HTTP at all (`malformed_http`, connection closed)."),
+                    "401": _error("Missing, invalid, revoked or expired API key.", "WWW-Authenticate"),
+                    "403": _response("Every event is of a type the key may not send.", "IngestResponse",
+                                     *limited, required=("X-Request-ID", *limited)),
+                    **_connection_refusals(),
+                    "413": _error("Body, batch or event over its limit; or `batch_exceeds_burst`: more events "
+                                  "than the key's rate-limit burst, which can never be admitted (no Retry-After; "
+                                  "split the batch into requests of at most `max_events` events).", *limited),
+                    "422": _response("No event acceptable; per-event reasons.", "IngestResponse",
+                                     *limited, required=("X-Request-ID", *limited)),
+                    "429": _error("`rate_limited`: the key's bucket lacks this request's events (with the RateLimit "
+                                  "headers); or `too_many_auth_failures` from this address. Retry after Retry-After.",
+                                  "Retry-After", *limited, required=("X-Request-ID", "Retry-After")),
+                    "503": _error("Buffer unreachable, backlog or memory over its mark; nothing was written. "
+                                  "Retry after Retry-After.", "Retry-After", required=("X-Request-ID", "Retry-After")),
                 },
             }},
             "/v1/events/ws": {"get": {
                 "summary": "WebSocket: the same messages, each acknowledged after durability",
-                "description": "Authenticate with the Authorization header or ?api_key=. See docs/gateway.md.",
-                "responses": {"101": {"description": "Switching protocols"}},
+                "description": "Authenticate with the Authorization header or ?api_key=. The 101 response "
+                               "carries X-Request-ID, the connection's id in the gateway's logs. A request that "
+                               "is not a valid WebSocket handshake gets a JSON error body (400 "
+                               "`invalid_websocket_handshake`). "
+                               "See docs/gateway.md.",
+                "responses": {"101": {"description": "Switching protocols", "headers": _headers("X-Request-ID")},
+                              "400": {"description": "Not a valid WebSocket handshake.",
+                                      "content": {"application/json": {"schema": {
+                                          "$ref": REF.format(name="ErrorResponse")}}}}},
             }},
-            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/healthz": {"get": {"summary": "Liveness", "security": [],
+                                 "responses": {"200": _plain("ok"), **_connection_refusals()}}},
             "/readyz": {"get": {"summary": "Readiness (Redis reachable, intake open)", "security": [],
-                                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+                                "responses": {"200": _plain("ready"),
+                                              "503": {"description": "not ready; the reason in the body",
+                                                      "headers": _headers("X-Request-ID", "Retry-After",
+                                                                          required=("X-Request-ID", "Retry-After"))},
+                                              **_connection_refusals()}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
-                                 "responses": {"200": {"description": "text exposition format"}}}},
+                                 "responses": {"200": _plain("text exposition format"), **_connection_refusals()}}},
         },
     }
 

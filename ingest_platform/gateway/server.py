@@ -18,6 +18,7 @@ def run(settings: Settings, host: str | None = None, port: int | None = None, wo
     import uvicorn
 
     from ingest_platform.gateway.fastpath import GatewayHttpProtocol
+    from ingest_platform.gateway.wsprotocol import GatewayWebSocketProtocol
 
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -29,6 +30,7 @@ def run(settings: Settings, host: str | None = None, port: int | None = None, wo
             "ingest_platform.gateway.app:app_from_env", factory=True,
             host=host or settings.gateway_host, port=port or settings.gateway_port, workers=workers,
             http=GatewayHttpProtocol,  # POST /v1/events without an ASGI cycle; bounded request heads (slowloris)
+            ws=GatewayWebSocketProtocol,  # failed handshakes answered with a JSON error body
             log_level="warning", access_log=False,  # the gateway logs JSON itself; never URLs with keys
             ws_max_size=settings.max_body_bytes + 1024,  # bigger messages are closed with 1009
             backlog=4096, timeout_graceful_shutdown=5,

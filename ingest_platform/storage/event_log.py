@@ -81,8 +81,10 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2, health_check_interval=30)
 
 
-def connect_async(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1)
+def connect_async(url: str, timeout: float = 1.0) -> aioredis.Redis:
+    """An asyncio client for the gateway: a Redis that does not answer within `timeout` seconds
+    (connecting or replying) is an error at once, never a request hanging on it."""
+    return aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 def append_entries_sync(client: redis.Redis, entries: list[tuple[str, dict[bytes, bytes]]]) -> list[str]:

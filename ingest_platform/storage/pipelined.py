@@ -9,7 +9,10 @@ command stays a separate, atomic command in Redis.
 
 Failures surface as redis-py's exceptions (ConnectionError, TimeoutError, ResponseError), so
 callers handle them as for redis.asyncio. Commands are never retried here: a command whose reply
-was lost may have run, and retrying a non-idempotent append could store it twice.
+was lost may have run, and retrying a non-idempotent append could store it twice. The two kinds of
+failure are told apart: `NotSent` (a ConnectionError) when no connection could be made, so the
+command certainly did not run; any other ConnectionError or TimeoutError once a command was
+queued on a connection, when it may have run (a frozen Redis runs what it had read when it wakes).
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ import hiredis
 import redis.exceptions
 
 _CRLF = b"\r\n"
+
+
+class NotSent(redis.exceptions.ConnectionError):
+    """No connection to Redis could be made: the command was never sent and did not run."""
 
 
 def pack_command(args: tuple) -> list[bytes]:
@@ -87,7 +94,7 @@ class PipelinedRedis:
     """One auto-pipelined connection; `await execute(*args)` returns the raw reply."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 6379, db: int = 0, username: str | None = None,
-                 password: str | None = None, connect_timeout: float = 1.0, command_timeout: float = 5.0):
+                 password: str | None = None, connect_timeout: float = 1.0, command_timeout: float = 1.0):
         self.host, self.port, self.db = host, port, db
         self.username, self.password = username, password
         self.connect_timeout, self.command_timeout = connect_timeout, command_timeout
@@ -125,7 +132,12 @@ class PipelinedRedis:
         return future
 
     async def _execute_after_connecting(self, args: tuple):
-        await self._connect()
+        try:
+            await self._connect()
+        except NotSent:
+            raise
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise NotSent(str(exc) or type(exc).__name__) from exc  # AUTH/SELECT failed: ours not sent
         return await self.execute(*args)
 
     def _flush(self) -> None:
@@ -147,7 +159,7 @@ class PipelinedRedis:
                 _, protocol = await asyncio.wait_for(
                     loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.connect_timeout)
             except (OSError, asyncio.TimeoutError) as exc:
-                raise redis.exceptions.ConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+                raise NotSent(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
             self._protocol, self._loop = protocol, loop
             if self._watchdog is None or self._watchdog.done():
                 self._watchdog = asyncio.create_task(self._watch(), name="redis-watchdog")
@@ -163,9 +175,10 @@ class PipelinedRedis:
             return protocol
 
     async def _watch(self) -> None:
-        """Close a connection whose oldest command waits past the timeout (one timer for all)."""
+        """Close a connection whose oldest command waits past the timeout (one timer for all,
+        checking four times per timeout: a command fails within 1.25 timeouts)."""
         while True:
-            await asyncio.sleep(min(0.5, self.command_timeout / 2))
+            await asyncio.sleep(min(0.5, self.command_timeout / 4))
             if self._pending and time.monotonic() - self._pending[0][1] > self.command_timeout:
                 self._fail(redis.exceptions.TimeoutError(f"no reply from Redis in {self.command_timeout}s"))
 

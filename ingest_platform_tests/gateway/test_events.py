@@ -101,6 +101,23 @@ def test_a_uniform_a_mixed_and_a_flawed_batch_get_the_same_results_as_one_by_one
         assert msgspec.json.decode(together) == alone
 
 
+def test_a_rejection_carries_its_event_type_when_known_else_unknown():
+    """The label of gateway_events_total{outcome="rejected"}: never a name the client made up."""
+    feedback_off = Policy(frozenset({"user_interaction"}))
+    body = [{"user_interaction": {**INTERACTION, "user_id": 42}},  # wrong JSON type
+            {"feedback_event": FEEDBACK},  # switched off
+            {"made_up_type": {}}, 7, {"user_interaction": {**INTERACTION, "track_id": "x" * 40_000}},
+            {"user_interaction": INTERACTION}]
+    for raws in (split_body(json.dumps({"events": body}).encode(), LIMITS),  # decoded as a batch
+                 [msgspec.Raw(json.dumps(event).encode()) for event in body]):
+        batch = parse_events(raws, SCOPES, LIMITS, feedback_off)
+        assert [(r.index, r.code, r.event_type) for r in batch.rejected] == [
+            (0, "invalid_field", "user_interaction"), (1, "feedback_events_disabled", "feedback_event"),
+            (2, "unknown_event_type", events.UNKNOWN_EVENT_TYPE), (3, "not_an_object", events.UNKNOWN_EVENT_TYPE),
+            (4, "event_too_large", events.UNKNOWN_EVENT_TYPE)]
+        assert batch.accepted_by_type == {"user_interaction": 1}
+
+
 def test_generated_event_ids_are_uuid7_and_distinct():
     raws = split_body(json.dumps({"events": [{"user_interaction": {**INTERACTION, "event_id": None}}] * 50}).encode(),
                       LIMITS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timezone
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from ingest_platform.storage import api_keys
+from ingest_platform_tests.reliability.support import LoggedGateway
 from ingest_platform_tests.gateway.conftest import (
     EVENT,
     FEEDBACK,
@@ -173,11 +175,15 @@ def test_wrong_scope_is_403_per_event(gw, redis_client):
     assert not stream_entries(redis_client, "feedback_event")
 
 
+RATELIMIT = re.compile(r'"events";r=(\d+);t=(\d+)')  # draft-ietf-httpapi-ratelimit-headers-11
+
+
 def test_rate_limit_answers_429_with_retry_after_and_writes_nothing(gateways, redis_client):
     gw = gateways()
     key = make_key(redis_client, rate_per_second=0.5, burst=3)
     assert post(gw, key, {"events": [EVENT, EVENT]}).status_code == 202
-    assert post(gw, key, EVENT).status_code == 202
+    accepted = post(gw, key, EVENT)
+    assert accepted.status_code == 202
     limited = post(gw, key, EVENT)
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "rate_limited"
@@ -185,8 +191,40 @@ def test_rate_limit_answers_429_with_retry_after_and_writes_nothing(gateways, re
     assert limited.headers["ratelimit-remaining"] == "0"
     assert {"ratelimit-limit", "ratelimit-reset"} <= set(limited.headers)
     assert sum(len(e.events) for _, e in stream_entries(redis_client)) == 3
+
+
+def test_rate_limit_headers_follow_the_current_draft_and_keep_the_legacy_ones(gateways, redis_client):
+    gw = gateways()
+    key = make_key(redis_client, rate_per_second=0.5, burst=3)
+    accepted = post(gw, key, {"events": [EVENT, EVENT, EVENT]})
+    assert accepted.status_code == 202
+    # a burst of 3 events, refilled at 0.5/s: 6 s from empty to full
+    assert accepted.headers["ratelimit-policy"] == '"events";q=3;w=6'
+    remaining, window = map(int, RATELIMIT.fullmatch(accepted.headers["ratelimit"]).groups())
+    assert (remaining, window) == (0, 6)
+    assert (accepted.headers["ratelimit-limit"], accepted.headers["ratelimit-remaining"],
+            accepted.headers["ratelimit-reset"]) == ("3", "0", "6")
+
+    limited = post(gw, key, EVENT)
+    assert limited.status_code == 429
+    assert limited.headers["ratelimit-policy"] == '"events";q=3;w=6'
+    remaining, window = map(int, RATELIMIT.fullmatch(limited.headers["ratelimit"]).groups())
+    # the draft: Retry-After must not end before the effective window does
+    assert remaining == 0 and window == int(limited.headers["retry-after"]) >= 1
+
+
+def test_a_batch_over_the_burst_gets_a_non_retryable_413(gateways, redis_client):
+    gw = gateways()
+    key = make_key(redis_client, rate_per_second=0.5, burst=3)
     too_big = post(gw, key, {"events": [EVENT] * 4})  # costs more than the burst: never admissible
-    assert too_big.status_code == 429 and "burst" in too_big.json()["error"]["message"]
+    assert too_big.status_code == 413
+    error = too_big.json()["error"]
+    assert error["code"] == "batch_exceeds_burst" and error["max_events"] == 3
+    assert "split" in error["message"] and "3" in error["message"]
+    assert "retry-after" not in too_big.headers  # waiting cannot help
+    assert too_big.headers["ratelimit-policy"] == '"events";q=3;w=6'
+    assert not stream_entries(redis_client)
+    assert post(gw, key, {"events": [EVENT] * 3}).status_code == 202  # the bucket was not spent
 
 
 def test_feedback_events_switched_off_are_rejected_per_event(gateways, redis_client):
@@ -219,9 +257,20 @@ def test_strict_mode_rejects_value_problems_with_every_reason(gateways, redis_cl
     assert not any(e.events[0].fields.get("action") == "teleport" for _, e in stream_entries(redis_client))
 
 
+def metric(text: str, name: str, **labels) -> float:
+    """The value of one sample of the Prometheus text `text` (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    values = [float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)]
+    return values[0] if values else 0.0
+
+
 def test_ops_endpoints(gw, redis_client):
     key = make_key(redis_client)
-    post(gw, key, EVENT)
+    before = httpx.get(f"{gw.url}/metrics").text
+    bad_play = {"user_interaction": {**EVENT["user_interaction"], "user_id": 42}}  # wrong JSON type
+    response = post(gw, key, {"events": [EVENT, bad_play, {"listening": {}}]})
+    assert response.status_code == 202
     assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gw.url}/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
@@ -229,7 +278,18 @@ def test_ops_endpoints(gw, redis_client):
     for name in ("gateway_requests_total", "gateway_events_total", "gateway_redis_write_seconds_bucket",
                  "gateway_backlog_entries"):
         assert name in metrics
-    assert 'outcome="accepted"' in metrics
+
+    def added(name: str, **labels) -> float:
+        return metric(metrics, name, **labels) - metric(before, name, **labels)
+
+    assert added("gateway_events_total", event_type="user_interaction", outcome="accepted", reason="") == 1
+    # a rejected event is counted under its type when the gateway could tell it, else "unknown"
+    assert added("gateway_events_total", event_type="user_interaction", outcome="rejected",
+                 reason="invalid_field") == 1
+    assert added("gateway_events_total", event_type="unknown", outcome="rejected", reason="unknown_event_type") == 1
+    assert added("gateway_requests_total", route="/v1/events", status="202") == 1
+    assert added("gateway_requests_total", route="/healthz", status="200") == 1
+    assert metric(metrics, "gateway_accepting") == 1  # accepting from the start, before any flip
     spec = httpx.get(f"{gw.url}/openapi.json").json()
     schemas = spec["components"]["schemas"]
     assert {"UserInteraction", "FeedbackEvent", "Batch", "IngestResponse", "ErrorResponse"} <= set(schemas)
@@ -242,3 +302,37 @@ def test_unknown_routes_and_methods_get_json_errors(gw):
     assert httpx.get(f"{gw.url}/nope").json()["error"]["code"] == "not_found"
     response = httpx.get(f"{gw.url}/v1/events")
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.fixture(scope="module")
+def logged_gw(shared_redis, tmp_path_factory):
+    """A gateway with the access log on, its JSON log lines kept in a file."""
+    root = tmp_path_factory.mktemp("logged")
+    process = LoggedGateway(shared_redis.url, root, root / "gateway.log", gateway_access_log=True)
+    yield process
+    process.stop()
+
+
+def log_lines(gateway: LoggedGateway) -> list[dict]:
+    return [json.loads(line) for line in gateway.logs().splitlines() if line.startswith("{")]
+
+
+def test_every_answer_carries_a_request_id_and_the_access_log_has_the_clients(logged_gw, redis_client):
+    key = make_key(redis_client)
+    sent = httpx.post(f"{logged_gw.url}/v1/events", json=EVENT, headers={**auth(key), "X-Request-ID": "client-req-42"})
+    assert sent.status_code == 202 and sent.headers["x-request-id"] == "client-req-42"
+    health = httpx.get(f"{logged_gw.url}/healthz", headers={"X-Request-ID": "client-health-7"})
+    assert health.headers["x-request-id"] == "client-health-7"
+    assert httpx.get(f"{logged_gw.url}/healthz").headers["x-request-id"]  # none sent: one is made
+    insane = httpx.get(f"{logged_gw.url}/readyz", headers={"X-Request-ID": "x" * 65})
+    assert insane.headers["x-request-id"] != "x" * 65  # over 64 characters: replaced
+    for path in ("/metrics", "/openapi.json", "/nope"):
+        assert httpx.get(f"{logged_gw.url}{path}").headers["x-request-id"], path
+
+    def logged(request_id: str) -> dict | None:
+        return next((line for line in log_lines(logged_gw) if line.get("request_id") == request_id), None)
+
+    line = eventually(lambda: logged("client-req-42"))
+    assert line and line["msg"] == "POST /v1/events" and line["status"] == 202
+    line = eventually(lambda: logged("client-health-7"))
+    assert line and line["msg"] == "GET /healthz" and line["status"] == 200
