@@ -35,4 +35,7 @@ SUCCEEDED = "succeeded"  # the replayed entry landed as a valid row
 FAILED_AGAIN = "failed_again"  # the replayed entry failed again: a new letter with its new reasons, or
 #                                the same reasons as this letter (then no new letter is written)
 ALREADY_VALID = "already_valid"  # the event_id is a valid row already (not re-injected, or deduplicated)
-REPLAY_STATUSES = (PENDING, REPLAYED, SUCCEEDED, FAILED_AGAIN, ALREADY_VALID)
+SUPERSEDED = "superseded"  # never replayed, and its event_id is a valid row now (e.g. a client's
+#                            corrected retry): nothing left to do. Never said of a letter failing
+#                            event_id_unique_in_batch, whose id belongs to another event.
+REPLAY_STATUSES = (PENDING, REPLAYED, SUCCEEDED, FAILED_AGAIN, ALREADY_VALID, SUPERSEDED)

@@ -10,11 +10,16 @@ already valid); the drain's exactly-once by event_id covers two replays racing b
 
 Outcomes are known only after the drain has processed the new entries, so `replay_dead_letters`
 returns what it injected, `wait_for_drain` waits until the drain cursor has passed those entries,
-and `replay_outcomes` reads the statuses from the `dead_letter_events` view.
+and `replay_outcomes` reads the statuses from the `dead_letter_events` view. A replayed entry that
+fails again with the same payload and reasons lands nowhere (the drain keeps one letter per event,
+payload and reasons), so the view alone would show it `replayed` for ever: each replay is noted in
+Redis until the drain has passed its entries, and the drain settles it then
+(`settle_drained_replays`, called after every drain), without anyone running a report.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,6 +51,9 @@ from ingest_platform.storage.warehouse import refresh_warehouse
 from ingest_platform.validation.split import split_valid_rows
 
 DEFAULT_STATUSES = (PENDING, FAILED_AGAIN)
+# Replays whose entries the drain has not passed yet: replay_id -> JSON {stream: last entry id}.
+# A few fields at most (one per replay until the next drain), read by every drain.
+AWAITING_DRAIN_KEY = "ingest:dlq:replays-awaiting-drain"
 CHUNK = 1_000  # letters per XADD pipeline and per replay-record file
 _wrapper_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -123,6 +131,8 @@ def replay_dead_letters(
         records = _replay_chunk(client, chunk, valid_ids, named_fix, result, dry_run, only_valid)
         if not dry_run:
             _write_records(lake, result.replay_id, number, records)
+            if result.last_entry_ids:  # after the records: settling reads them
+                client.hset(AWAITING_DRAIN_KEY, result.replay_id, json.dumps(result.last_entry_ids))
         if on_progress:
             on_progress(len(chunk))
     if selected and not dry_run:
@@ -296,6 +306,21 @@ def settle_replay(warehouse: Path, lake: Path, log: DrainLog, replay_id: str) ->
                             "replayed_stream_id": replayed_stream_id, "outcome": FAILED_AGAIN})
     _write_records(lake, f"{replay_id}-settled-{uuid_utils.uuid7()}", 0, records)
     return len(records)
+
+
+def settle_drained_replays(log: DrainLog, warehouse: Path, lake: Path) -> int:
+    """Settle (`settle_replay`) every replay whose entries the drain has now passed, and forget it;
+    returns how many letters were noted as failed again. One HGETALL when no replay is waiting;
+    a warehouse refresh and one query of the view per replay once its entries are drained."""
+    settled = 0
+    for replay_id, last_entry_ids in log.client.hgetall(AWAITING_DRAIN_KEY).items():
+        streams = json.loads(last_entry_ids)
+        if all(entry_order(log.cursor(stream)) >= entry_order(last) for stream, last in streams.items()):
+            settled += settle_replay(warehouse, lake, log, replay_id.decode())
+            log.client.hdel(AWAITING_DRAIN_KEY, replay_id)
+    if settled:
+        refresh_warehouse(warehouse, lake)  # analysts see the settled statuses at once
+    return settled
 
 
 def replay_outcomes(warehouse: Path, lake: Path, replay_id: str, log: DrainLog | None = None) -> ReplayOutcomes:

@@ -5,9 +5,14 @@ retries and dead-letter replays put the same `event_id` at several positions. Th
 
 - a **valid** occurrence lands iff it is the earliest valid occurrence of its `event_id`;
 - an **invalid** occurrence lands (as a dead letter) iff no valid occurrence of its `event_id` comes
-  before it, and no earlier invalid occurrence has the same `event_id`, the same raw payload and the
-  same failures (an exact retry of a bad event is one dead letter, not two);
-- every other occurrence is a duplicate and is dropped (counted in the drain report).
+  before it in an *earlier batch*, and no earlier invalid occurrence has the same `event_id`, the
+  same raw payload and the same failures (an exact retry of a bad event is one dead letter, not two);
+- inside one batch, a later occurrence byte-identical to an earlier one of its id is a retry
+  (dropped), and one with different content after the id's valid occurrence is a dead letter
+  failing `event_id_unique_in_batch` (`validate_distinct`): a reused id never makes an event vanish;
+- every other occurrence is a duplicate and is dropped (counted in the drain report). Across
+  batches the `event_id` is an idempotency key: the first claim wins, whatever a later occurrence
+  holds (the window keeps hashes of ids, not of contents).
 
 The claims live in Redis as a *claim log* per stream and ingestion hour (`...:<hour>:log`, a list):
 one element per claimed batch, holding the event_ids that landed valid and the dead letters that
@@ -62,7 +67,8 @@ import pyarrow as pa
 import redis
 
 from ingest_platform.contract import EVENT_TYPES
-from ingest_platform.validation.split import split_valid_rows
+from ingest_platform.validation.rules import EVENT_ID_UNIQUE
+from ingest_platform.validation.split import reject_reused_ids, split_valid_rows
 
 HOUR_MS = 3_600_000
 DEDUP_KEY_PREFIX = "ingest:dedup:"
@@ -117,31 +123,118 @@ def position_key(stream_id: str) -> tuple[int, int, int]:
 
 
 def validate_distinct(event_type: str, frame: pl.DataFrame, raw_payloads=None):
-    """Validate every row, never showing validation two rows with the same event_id at once.
+    """Validate a batch (in stream order), deciding inside it which occurrence of an event_id is
+    the event. Returns (valid, rejected, repeats); the first two carry ROW, the occurrence's index
+    in `frame`, and `repeats` holds the indexes of the byte-identical retries (dropped).
 
-    Round k validates the k-th occurrence of each event_id, so the split's within-batch uniqueness
-    check only sees ids reused inside one validation call, which this makes impossible; the
-    across-occurrence rule is ours (above). A later occurrence whose event_id already has a valid
-    occurrence is not validated at all: the rule drops it whatever its verdict, so it is returned
-    among the valid rows, behind that earlier occurrence (a client retry costs no second pandera
-    pass). Returns (valid, rejected).
+    Per event_id, the batch's first **valid** occurrence is the event (the only one that can land
+    valid, see `_duplicates` for earlier batches):
+    - occurrences before it (all invalid) are dead letters on their own merits: validation runs in
+      rounds, round k validating the k-th occurrence of the ids whose earlier ones all failed, so
+      pandera never sees an id twice in one call (an exact retry of such a letter is one letter:
+      the claims compare letter digests);
+    - a later occurrence whose raw payload is byte-identical to an earlier occurrence of its id is
+      a client retry: a repeat, dropped and counted;
+    - any other later occurrence reuses the id for a different event: a dead letter failing
+      `event_id_unique_in_batch` plus everything else it fails (`reject_reused_ids`).
+    Later occurrences are rare, so their raws are read only for them, only when there are any;
+    the common batch (distinct ids) pays one `is_first_distinct` and one pandera pass.
 
     The drain builds frames without `raw_payload` (decoding every event's raw JSON costs more than
-    validating it); `raw_payloads(stream_ids)` supplies it for the rejected rows. Only a failure on
-    a timestamp field quotes the raw text (the parsed column is null when it did not parse), so
-    only then are the rejected rows validated again with it; otherwise their failures stand."""
-    valid, rejected = _validate_in_rounds(event_type, frame)
+    validating it); `raw_payloads(stream_ids)` supplies it for the rows that need it. Only a
+    failure on a timestamp field quotes the raw text (the parsed column is null when it did not
+    parse), so only then are the rejected rows validated again with it; otherwise their failures
+    stand."""
+    indexed = frame.with_row_index(ROW)
+    valid, rejected, later = _first_valid_rounds(event_type, indexed)
+    repeats = indexed[ROW].clear()
+    if later.height:
+        repeats, reused = _retries_and_reuses(event_type, indexed, later, raw_payloads)
+        if reused.height:
+            rejected = pl.concat([rejected, reject_reused_ids(event_type, reused)]).sort(ROW)
     if rejected.height and raw_payloads is not None:
-        raw = pl.Series("raw_payload", raw_payloads(rejected["stream_id"].to_list()), dtype=pl.String)
-        if not _fails_on(rejected, EVENT_TYPES[event_type].timestamp_fields):
-            return valid, rejected.with_columns(raw)
-        with_raw = rejected.drop("failures").rename({ROW: "__batch_row"}).with_columns(raw)
-        again_valid, rejected = _validate_in_rounds(event_type, with_raw)
-        if again_valid.height:
-            raise RuntimeError("validation changed its verdict once raw_payload was present")
-        # Row numbers are the batch's again (the second pass numbered the rejected rows alone).
-        rejected = rejected.drop(ROW).rename({"__batch_row": ROW}).sort(ROW)
-    return valid, rejected
+        rejected = _with_raw_payloads(event_type, rejected, raw_payloads)
+    return valid, rejected, repeats
+
+
+def _first_valid_rounds(event_type: str, indexed: pl.DataFrame):
+    """(valid, rejected, later): the first valid occurrence of each event_id and every occurrence
+    before it, validated; `later` are the occurrences after a valid one, not validated."""
+    valid_parts, rejected_parts, later_parts = [], [], []
+    remaining = indexed
+    while remaining.height:
+        first = remaining["event_id"].is_first_distinct()
+        everyone = bool(first.all())
+        split = split_valid_rows(event_type, remaining if everyone else remaining.filter(first))
+        valid_parts.append(split.valid)
+        rejected_parts.append(split.rejected)
+        if everyone:
+            break
+        # A later occurrence waits for the next round only if this round's occurrence of its id was
+        # rejected (or it has no event_id); the others come after a valid one. Matching against the
+        # rejected ids (few) rather than the valid ones (nearly all) keeps this cheap.
+        later = remaining.filter(~first)
+        undecided = later["event_id"].is_in(split.rejected["event_id"].implode()).fill_null(True)
+        later_parts.append(later.filter(~undecided))
+        remaining = later.filter(undecided)
+    if not valid_parts:
+        empty = split_valid_rows(event_type, indexed)
+        return empty.valid, empty.rejected, indexed
+    return _in_order(valid_parts), _in_order(rejected_parts), _in_order(later_parts or [indexed.clear()])
+
+
+def _in_order(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    return parts[0] if len(parts) == 1 else pl.concat(parts).sort(ROW)
+
+
+def _retries_and_reuses(event_type: str, indexed: pl.DataFrame, later: pl.DataFrame, raw_payloads):
+    """(repeats, reused): `later`'s indexes that repeat an earlier occurrence of their id byte for
+    byte, and its other rows. Reads the raws of every occurrence of the ids concerned (a handful)."""
+    # rechunk: polars 2.1 panics ("i < self.len()") formatting strings of some filtered multi-chunk
+    # views (seen in the chaos test: the drain then failed on that range at every tick); few rows.
+    involved = indexed.filter(pl.col("event_id").is_in(later["event_id"].unique().implode())).rechunk()
+    content = _contents(event_type, involved, raw_payloads)
+    keys = pl.DataFrame({"event_id": involved["event_id"], "content": content})
+    retried = involved[ROW].filter(~keys.select(pl.struct(pl.all()).is_first_distinct()).to_series())
+    is_repeat = later[ROW].is_in(retried.implode())
+    return later[ROW].filter(is_repeat), later.filter(~is_repeat)
+
+
+def _contents(event_type: str, rows: pl.DataFrame, raw_payloads) -> pl.Series:
+    """What makes two occurrences the same event: the raw payload exactly as received; where there
+    is none (entries written without one, or a frame built without `raw_payloads`), the id and the
+    decoded payload fields, tagged so that they never equal a raw."""
+    if raw_payloads is not None:
+        raws = pl.Series(raw_payloads(rows["stream_id"].to_list()), dtype=pl.String)
+    elif "raw_payload" in rows.columns:
+        raws = rows["raw_payload"]
+    else:
+        raws = pl.repeat(None, rows.height, dtype=pl.String, eager=True)
+    fields = rows.select(pl.format("\x00fields:{}", pl.struct("event_id", *EVENT_TYPES[event_type].payload_fields)
+                                   .struct.json_encode())).to_series()
+    return pl.select(pl.when(raws.is_null() | (raws == "null")).then(fields).otherwise(raws)).to_series()
+
+
+def _with_raw_payloads(event_type: str, rejected: pl.DataFrame, raw_payloads) -> pl.DataFrame:
+    """`rejected` with each row's raw payload, and timestamp failures quoting the raw text."""
+    raw = pl.Series("raw_payload", raw_payloads(rejected["stream_id"].to_list()), dtype=pl.String)
+    if not _fails_on(rejected, EVENT_TYPES[event_type].timestamp_fields):
+        return rejected.with_columns(raw)
+    with_raw = rejected.with_columns(raw)
+    reused = with_raw["failures"].list.eval(pl.element().struct.field("check") == EVENT_ID_UNIQUE).list.any()
+    own = with_raw.filter(~reused).drop("failures").rename({ROW: "__batch_row"})
+    again_valid, own_rejected, again_later = _first_valid_rounds(event_type, own.with_row_index(ROW))
+    if again_valid.height or again_later.height:
+        raise RuntimeError("validation changed its verdict once raw_payload was present")
+    # Row numbers are the batch's again (the second pass numbered the rejected rows alone).
+    own_rejected = own_rejected.drop(ROW).rename({"__batch_row": ROW}).select(rejected.columns)
+    reused_rejected = reject_reused_ids(event_type, with_raw.filter(reused).drop("failures"))
+    return pl.concat([own_rejected, reused_rejected.select(rejected.columns)]).sort(ROW)
+
+
+def reuses_event_id(failures: list[dict]) -> bool:
+    """Whether a rejected row's failures say it reused an event_id of its batch."""
+    return any(failure["check"] == EVENT_ID_UNIQUE for failure in failures)
 
 
 def _fails_on(rejected: pl.DataFrame, columns: tuple[str, ...]) -> bool:
@@ -149,31 +242,6 @@ def _fails_on(rejected: pl.DataFrame, columns: tuple[str, ...]) -> bool:
     failed_columns = rejected.select(pl.col("failures").list.eval(pl.element().struct.field("column"))
                                      .explode().unique()).to_series()
     return bool(failed_columns.is_in(list(columns)).any())
-
-
-def _validate_in_rounds(event_type: str, frame: pl.DataFrame):
-    indexed = frame.with_row_index(ROW)
-    rejected_parts = []
-    remaining = indexed
-    while remaining.height:
-        first = remaining["event_id"].is_first_distinct()
-        split = split_valid_rows(event_type, remaining.filter(first))
-        rejected_parts.append(split.rejected)
-        # A later occurrence waits for the next round only if its first occurrence was rejected (or
-        # it has no event_id); the others are shadowed by a valid occurrence. Matching against the
-        # rejected ids (few) rather than the valid ones (nearly all) keeps this cheap.
-        later = remaining.filter(~first)
-        undecided = later["event_id"].is_in(split.rejected["event_id"].implode()).fill_null(True)
-        remaining = later.filter(undecided)
-    if not rejected_parts:
-        empty = split_valid_rows(event_type, indexed)
-        return empty.valid, empty.rejected
-    rejected = rejected_parts[0] if len(rejected_parts) == 1 else pl.concat(rejected_parts).sort(ROW)
-    # Everything not rejected, in stream order by one filter (no sort of the whole batch). The
-    # split returns its input rows unchanged, so these are the rows it found valid plus the
-    # shadowed ones.
-    valid = indexed.filter(~pl.col(ROW).is_in(rejected[ROW].implode()))
-    return valid, rejected
 
 
 def dead_letter_digest(raw_payload: str | None, failures) -> str:
@@ -190,15 +258,16 @@ class Validated:
     valid: pl.DataFrame  # with ROW, the occurrence's index
     rejected: pl.DataFrame  # with ROW and the split's `failures` column
     digests: list[str]  # the rejected occurrences' letter digests
+    repeats: pl.Series  # ROW of the byte-identical retries inside the chunk (always dropped)
 
 
 def validate(event_type: str, frame: pl.DataFrame, raw_payloads=None) -> Validated:
     """The first half of `decide`: needs no Redis, so a drain runs it for its next chunk while the
     current one is being claimed."""
-    valid, rejected = validate_distinct(event_type, frame, raw_payloads)
+    valid, rejected, repeats = validate_distinct(event_type, frame, raw_payloads)
     digests = [dead_letter_digest(raw, fails) for raw, fails in
                zip(rejected["raw_payload"].to_list(), rejected["failures"].to_list())]
-    return Validated(frame["event_id"], valid, rejected, digests)
+    return Validated(frame["event_id"], valid, rejected, digests, repeats)
 
 
 def drop_duplicates(client: redis.Redis, stream: str, hour_ms: int, batch_name: str, validated: Validated) -> Decided:
@@ -206,11 +275,14 @@ def drop_duplicates(client: redis.Redis, stream: str, hour_ms: int, batch_name: 
     stream must come here in stream order."""
     valid, rejected = validated.valid, validated.rejected
     height = len(validated.event_ids)
-    # Every row is valid (or shadowed) or rejected, so the occurrences in stream order are the
-    # frame's rows: the rejected ones marked, no concatenation and sort of the two sides.
+    # Every row is valid, rejected or a repeat, so the occurrences in stream order are the frame's
+    # rows: the rejected ones and the repeats marked, no concatenation and sort of the sides.
     rejected_rows = rejected[ROW]
+    kinds = pl.repeat("v", height, eager=True).scatter(rejected_rows, "d")
+    if len(validated.repeats):
+        kinds = kinds.scatter(validated.repeats, "r")
     occurrences = pl.DataFrame({
-        "kind": pl.repeat("v", height, eager=True).scatter(rejected_rows, "d"),
+        "kind": kinds,
         "event_id": validated.event_ids.fill_null(""),
         "digest": pl.repeat("", height, eager=True).scatter(rejected_rows, validated.digests),
     })
@@ -241,8 +313,8 @@ def claim(client: redis.Redis, stream: str, hour_ms: int, batch_name: str,
 
 def claim_frame(client: redis.Redis, stream: str, hour_ms: int, batch_name: str,
                 occurrences: pl.DataFrame) -> list[int]:
-    """Decide `occurrences` (kind 'v' valid or 'd' dead letter, event_id, digest of the dead
-    letters; in stream order) against the claim logs and store the decision; returns the
+    """Decide `occurrences` (kind 'v' valid, 'd' dead letter or 'r' a repeat inside the batch,
+    event_id, digest of the dead letters; in stream order) against the claim logs and store the decision; returns the
     0-based indexes of the duplicates, the same on every call for the same batch."""
     if not occurrences.height:
         return []
@@ -302,7 +374,12 @@ def _duplicates(occurrences: pl.DataFrame, current: "_Window", before: "_Window"
     prefixes, landed letters).
 
     Valid occurrences (nearly all) are decided column-wise: window lookups in polars and its
-    first-occurrence test. Dead letters are few and follow the longer rule row by row."""
+    first-occurrence test. Dead letters are few and follow the longer rule row by row. Repeats
+    (kind 'r', byte-identical retries inside the batch) are always dropped.
+
+    Inside a batch, validation has already decided reuse (`validate_distinct`): a letter after a
+    valid occurrence of its id is an id reused for a different event, which must not vanish, so
+    only earlier batches' valid claims (the window) drop a letter, never the batch's own."""
     indexed = occurrences.with_row_index("i")
     valid = indexed.filter(pl.col("kind") == "v")
     probe = _Probe.of(valid["event_id"], current.hash_ids)
@@ -310,20 +387,20 @@ def _duplicates(occurrences: pl.DataFrame, current: "_Window", before: "_Window"
     lands = ~known & probe.ids.is_first_distinct()
     landed_valid, landed_prefixes = probe.ids.filter(lands), probe.prefixes.filter(lands)
     dropped = valid["i"].filter(~lands).to_list()
+    repeats = indexed.filter(pl.col("kind") == "r")["i"].to_list()
+    if repeats:
+        dropped = sorted(dropped + repeats)
 
-    letters = indexed.filter(pl.col("kind") != "v")
+    letters = indexed.filter(pl.col("kind") == "d")
     landed_letters: list[str] = []
     if letters.height:
         letter_probe = _Probe.of(letters["event_id"], current.hash_ids)
         known_valid = (current.known(letter_probe, claims) | before.known(letter_probe, claims)).to_list()
-        first_valid = dict(valid.filter(pl.col("event_id").is_in(letter_probe.ids.implode()))
-                           .group_by("event_id").agg(pl.col("i").min()).iter_rows())
         seen: set[str] = set()
         rows = letters.select("i", "event_id", "digest").iter_rows()
         for (i, event_id, letter_digest), in_window in zip(rows, known_valid):
             letter = f"{event_id}:{letter_digest}"
-            valid_before = in_window or first_valid.get(event_id, i) < i
-            if valid_before or letter in current.letters or letter in before.letters or letter in seen:
+            if in_window or letter in current.letters or letter in before.letters or letter in seen:
                 dropped.append(i)
             else:
                 seen.add(letter)

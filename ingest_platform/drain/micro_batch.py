@@ -44,7 +44,15 @@ ISO_UTC = "%Y-%m-%dT%H:%M:%S%.fZ"
 
 
 class InvalidRowsError(RuntimeError):
-    """Raised when rows fail validation and dead-letter handling is switched off."""
+    """Raised when rows fail validation and dead-letter handling is switched off.
+
+    `reports` are the ranges the other streams drained and committed before it was raised: their
+    rows are in the lake and their cursors moved, so the caller must still publish them (warehouse
+    views, materialisations) before failing, or they stay invisible with nothing left to retry."""
+
+    def __init__(self, message: str, reports: list[DrainReport] | None = None):
+        super().__init__(message)
+        self.reports = reports or []
 
 
 @dataclass
@@ -136,6 +144,12 @@ def _entry_raws(fields: dict[bytes, bytes]) -> list[msgspec.Raw]:
     return [_raw_event_decoder.decode(event).raw for event in _raw_entry_decoder.decode(fields[STREAM_ENTRY_FIELD]).events]
 
 
+def rejected_by(stream: str, first_id: str, last_id: str) -> str:
+    """The `rejected_by` of the drain's dead letters: the stream and entry range, no run or tick id,
+    because a retry of the range must rewrite the same file byte for byte."""
+    return f"{stream}:{first_id}_{last_id}"
+
+
 def drain_all_streams(log: DrainLog, lake: Path, max_entries: int,
                       dead_letters_enabled: bool = True) -> list[DrainReport]:
     """Drain every event stream once. Streams of switched-off event types are drained too, so
@@ -150,7 +164,7 @@ def drain_all_streams(log: DrainLog, lake: Path, max_entries: int,
         if report is not None:
             reports.append(report)
     if failures:
-        raise InvalidRowsError("; ".join(str(f) for f in failures))
+        raise InvalidRowsError("; ".join(str(f) for f in failures), reports)
     return reports
 
 
@@ -397,8 +411,8 @@ def _land_chunk(log: DrainLog, event_type: EventType, rng: StreamRange, chunk: _
         publish(event_type.dataset, partition_dir(lake, event_type.dataset, hour) / name, table)
         report.valid += table.num_rows
     if split.rejected.height:
-        rejected_by = f"{event_type.stream}:{chunk.first_id}_{chunk.last_id}"
-        table = dead_letter_table(split.rejected, event_type.name, rejected_by)
+        table = dead_letter_table(split.rejected, event_type.name,
+                                  rejected_by(event_type.stream, chunk.first_id, chunk.last_id))
         publish(DEAD_LETTER_DATASET, partition_dir(lake, DEAD_LETTER_DATASET, hour) / f"{event_type.name}_{name}", table)
         report.dead += table.num_rows
     return writes

@@ -142,7 +142,8 @@ class _LandedState:
 def _replay_chunk(event_type: EventType, chunk, lake: Path, landed: _LandedState, report: ReplayReport,
                   dead_letters_enabled: bool) -> None:
     valid_positions, first_valid, dead_positions, letters = landed.hour(chunk.hour_ms)
-    valid, rejected = dedup.validate_distinct(event_type.name, _frame(event_type, chunk), chunk.raw_payloads)
+    valid, rejected, repeats = dedup.validate_distinct(event_type.name, _frame(event_type, chunk), chunk.raw_payloads)
+    report.duplicates += len(repeats)  # byte-identical retries inside the chunk
     keep_valid = []
     for event_id, position in zip(valid["event_id"].to_list(), valid["stream_id"].to_list()):
         if position in valid_positions:
@@ -159,7 +160,9 @@ def _replay_chunk(event_type: EventType, chunk, lake: Path, landed: _LandedState
     for event_id, position, raw, failures in zip(rejected["event_id"].to_list(), rejected["stream_id"].to_list(),
                                                  rejected["raw_payload"].to_list(), rejected["failures"].to_list()):
         letter = (event_id, dedup.dead_letter_digest(raw, failures))
-        earlier_valid = first_valid.get(event_id)
+        # A letter for an event_id reused inside the batch comes after its valid occurrence by
+        # definition: only the same letter, already there, makes it a duplicate.
+        earlier_valid = None if dedup.reuses_event_id(failures) else first_valid.get(event_id)
         if position in dead_positions:
             report.already_landed += 1
             keep_dead.append(False)

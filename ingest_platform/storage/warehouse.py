@@ -31,6 +31,11 @@ SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = tru
 # dead_letter_events: the dead-letter files plus each letter's replay status, derived from the
 # replay records (dlq/lineage.py) and from where the replayed entry landed, since Parquet files are
 # never rewritten. Built after the datasets it joins (lake_datasets() lists it last).
+# One scan of the valid rows' event_id column serves both 'already_valid' (a replayed letter) and
+# 'superseded' (a letter never replayed whose event is a valid row now, e.g. a client's corrected
+# retry): a semi-join against the letters' ids (few), so its cost is the column scan.
+# A letter that failed event_id_unique_in_batch is never 'superseded': the valid row with its id
+# is another event (it stays pending; replaying it reports already_valid).
 DEAD_LETTER_VIEW_SQL = """
 CREATE OR REPLACE VIEW {view} AS
 WITH letters AS (
@@ -45,12 +50,15 @@ latest_replay AS (
 ),
 landed_replays AS (SELECT DISTINCT stream_id FROM landed
                    WHERE stream_id IN (SELECT replayed_stream_id FROM replays)),
-valid_replayed_ids AS (SELECT DISTINCT event_id FROM landed
-                       WHERE event_id IN (SELECT event_id FROM replays)),
+valid_letter_ids AS (SELECT DISTINCT event_id FROM landed
+                     WHERE event_id IN (SELECT event_id FROM letters)),
 failed_identically AS (SELECT DISTINCT replayed_stream_id FROM dead_letter_replays
                        WHERE outcome = 'failed_again')
 SELECT letters.* REPLACE (
-         CASE WHEN r.letter_stream_id IS NULL THEN 'pending'
+         CASE WHEN r.letter_stream_id IS NULL AND v.event_id IS NOT NULL
+                   AND NOT list_contains(list_transform(letters.failures, lambda f: f.check),
+                                         'event_id_unique_in_batch') THEN 'superseded'
+              WHEN r.letter_stream_id IS NULL THEN 'pending'
               WHEN ok.stream_id IS NOT NULL THEN 'succeeded'
               WHEN v.event_id IS NOT NULL THEN 'already_valid'
               WHEN again.stream_id IS NOT NULL OR same.replayed_stream_id IS NOT NULL THEN 'failed_again'
@@ -63,7 +71,7 @@ SELECT letters.* REPLACE (
 FROM letters
 LEFT JOIN latest_replay r ON r.letter_stream_id = letters.stream_id
 LEFT JOIN landed_replays ok ON ok.stream_id = r.replayed_stream_id
-LEFT JOIN valid_replayed_ids v ON v.event_id = letters.event_id AND r.letter_stream_id IS NOT NULL
+LEFT JOIN valid_letter_ids v ON v.event_id = letters.event_id
 LEFT JOIN (SELECT DISTINCT stream_id FROM letters) again ON again.stream_id = r.replayed_stream_id
 LEFT JOIN failed_identically same ON same.replayed_stream_id = r.replayed_stream_id
 """

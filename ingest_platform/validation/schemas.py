@@ -6,16 +6,21 @@ backend would be the slowest stage of the whole drain.
 
 The models are built by `event_schema(event_type, rules)` because two limits (how far ahead and how
 old a timestamp may be) are settings; every check is named after a `rules` constant, which is what
-a dead letter's failure says.
+a dead letter's failure says. Their payload columns (names, dtypes, nullability) are generated from
+the contract's structs (`_contract_columns`): the models add checks, never restate a field.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
 from functools import lru_cache
 
+import msgspec
 import pandera.polars as pa
 import polars as pl
+import pyarrow
 from pandera.engines.polars_engine import DateTime
 
 from ingest_platform.contract import EVENT_TYPES, MAX_ID_LENGTH
@@ -29,21 +34,54 @@ _ID_COLUMNS_REGEX = "^(?:" + "|".join(sorted({c for t in EVENT_TYPES for c in r.
 @lru_cache(maxsize=8)
 def event_schema(event_type: str, rules: r.QualityRules = r.QualityRules()) -> type[pa.DataFrameModel]:
     """The DataFrameModel for `event_type` under `rules`."""
-    base = _base_model(rules)
+    base = _contract_columns(event_type, _base_model(rules))
     return {"user_interaction": _user_interaction_model, "feedback_event": _feedback_event_model}[event_type](base)
+
+
+# Lake (Arrow) types of contract fields -> pandera column annotations.
+_COLUMN_TYPES = {pyarrow.string(): str, pyarrow.float64(): float, pyarrow.int64(): int}
+
+
+def _contract_columns(event_type: str, base: type[pa.DataFrameModel]) -> type[pa.DataFrameModel]:
+    """`base` (the checks) with the columns: event_id, the contract's payload fields and the
+    gateway's received_at, each with the dtype the lake stores (timestamps as UTC microseconds),
+    nullable only where the contract's field is optional. Order: event_id, timestamps,
+    received_at, the other fields (the order the models had when they were written out, which is
+    the order of each row's failures, part of a dead letter's digest)."""
+    contract = EVENT_TYPES[event_type]
+    annotations, fields = {"event_id": str}, {}
+    payload = [f for f in msgspec.structs.fields(contract.payload) if f.name != "event_id"]
+    stamps = [f for f in payload if f.name in contract.timestamp_fields]
+    for field in [*stamps, "received_at", *(f for f in payload if f not in stamps)]:
+        if field == "received_at":
+            annotations[field], fields[field] = DateTime, pa.Field(dtype_kwargs=UTC_MICROS)
+            continue
+        lake_type = contract.arrow_schema.field(field.name).type
+        nullable = _optional(field.type)
+        if pyarrow.types.is_timestamp(lake_type):
+            annotations[field.name] = DateTime
+            fields[field.name] = pa.Field(nullable=nullable, dtype_kwargs=UTC_MICROS)
+        else:
+            annotations[field.name] = _COLUMN_TYPES[lake_type]
+            fields[field.name] = pa.Field(nullable=nullable)
+    name = "".join(part.title() for part in event_type.split("_")) + "Columns"
+    return type(name, (base,), {"__annotations__": annotations, "__module__": __name__, **fields})
+
+
+def _optional(annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
 
 
 def _base_model(rules: r.QualityRules) -> type[pa.DataFrameModel]:
     ahead, age = rules.max_ahead, rules.max_age
 
     class EventSchema(pa.DataFrameModel):
-        """What every event has: an id, a timestamp, and the gateway's stamps."""
+        """The checks every event gets; the columns they read (event_id, `timestamp`, received_at
+        and the rest) are declared by `_contract_columns`.
 
-        event_id: str
-        # Null here means the drain could not parse the text (it is in raw_payload): the split turns
-        # pandera's not-null failure into `timestamp_parseable` with the text as the value.
-        timestamp: DateTime = pa.Field(dtype_kwargs=UTC_MICROS)
-        received_at: DateTime = pa.Field(dtype_kwargs=UTC_MICROS)
+        A null timestamp means the drain could not parse the text (it is in raw_payload): the split
+        turns pandera's not-null failure into `timestamp_parseable` with the text as the value."""
 
         @pa.check(_ID_COLUMNS_REGEX, regex=True, name=r.ID_LENGTH)
         def id_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -53,9 +91,9 @@ def _base_model(rules: r.QualityRules) -> type[pa.DataFrameModel]:
         def id_charset(cls, data: pa.PolarsData) -> pl.LazyFrame:
             return data.lazyframe.select(~pl.col(data.key).str.contains(r.ID_FORBIDDEN_CHARACTER))
 
-        # Keeps the first occurrence (in stream order) and rejects the later ones. The drain removes
-        # client retries (same event_id) before validating; what still reaches this check is an id
-        # reused for different events, and the first one wins.
+        # Keeps the first occurrence (in stream order) and rejects the later ones. The drain never
+        # shows it an id twice (drain/dedup.py validates in rounds and rejects a reused id itself,
+        # `split.reject_reused_ids`); a caller validating any other frame gets first-one-wins.
         @pa.check("event_id", name=r.EVENT_ID_UNIQUE)
         def event_id_unique(cls, data: pa.PolarsData) -> pl.LazyFrame:
             return first_occurrences(data.lazyframe, "event_id")
@@ -76,11 +114,6 @@ def _base_model(rules: r.QualityRules) -> type[pa.DataFrameModel]:
 
 def _user_interaction_model(base: type[pa.DataFrameModel]) -> type[pa.DataFrameModel]:
     class UserInteractionSchema(base):
-        user_id: str
-        session_id: str
-        track_id: str
-        action: str
-
         @pa.check("action", name=r.enum_check("action"))
         def action_in_enum(cls, data: pa.PolarsData) -> pl.LazyFrame:
             return data.lazyframe.select(pl.col("action").is_in(r.ENUM_COLUMNS["action"]))
@@ -90,11 +123,6 @@ def _user_interaction_model(base: type[pa.DataFrameModel]) -> type[pa.DataFrameM
 
 def _feedback_event_model(base: type[pa.DataFrameModel]) -> type[pa.DataFrameModel]:
     class FeedbackEventSchema(base):
-        user_id: str
-        recommendation_id: str
-        feedback_type: str
-        rating: float
-
         @pa.check("feedback_type", name=r.enum_check("feedback_type"))
         def feedback_type_in_enum(cls, data: pa.PolarsData) -> pl.LazyFrame:
             return data.lazyframe.select(pl.col("feedback_type").is_in(r.ENUM_COLUMNS["feedback_type"]))

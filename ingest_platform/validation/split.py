@@ -20,6 +20,7 @@ FAILURE_STRUCT = pl.Struct({"check": pl.String, "column": pl.String, "value": pl
 FAILURES = pl.List(FAILURE_STRUCT)
 MAX_VALUE_CHARS = 256  # a failure quotes at most this much of a value; raw_payload keeps all of it
 _PANDERA_NOT_NULL = "not_nullable"
+_REUSED_ROW = "__reused_row"
 
 
 @dataclass
@@ -45,6 +46,31 @@ def split_valid_rows(event_type: str, frame: pl.DataFrame, rules: r.QualityRules
     else:
         return SplitBatch(valid=frame, rejected=frame.clear().with_columns(pl.lit(None, dtype=FAILURES).alias("failures")))
     return _split_by_row(frame, failures.sort(ROW_INDEX))
+
+
+def reject_reused_ids(event_type: str, frame: pl.DataFrame, rules: r.QualityRules | None = None) -> pl.DataFrame:
+    """`frame`'s rows, all rejected: each fails `event_id_unique_in_batch` plus whatever else it
+    fails on its own (in `failures`, row order kept).
+
+    The drain calls this for the rare rows whose event_id an earlier valid row of the same batch
+    already holds, with a different payload (an id reused for another event; byte-identical
+    retries never get here). Validated apart from that earlier row, pandera's own uniqueness check
+    would only compare the reused rows among themselves, so its verdict is replaced by one failure
+    per row: the same whatever else is in `frame`, so a retried drain writes identical letters."""
+    rules = rules or r.QualityRules.from_settings()
+    # rechunk: the rows come filtered out of a drain frame, and polars 2.1 can panic formatting
+    # strings of such views (see dedup._retries_and_reuses); they are few.
+    indexed = frame.rechunk().with_row_index(_REUSED_ROW)
+    split = split_valid_rows(event_type, indexed, rules)
+    no_failures = pl.lit(pl.Series([[]], dtype=FAILURES)).first().alias("failures")
+    judged = pl.concat([split.rejected, split.valid.with_columns(no_failures)]).sort(_REUSED_ROW)
+    kind = pl.col("feedback_type") if "feedback_type" in frame.columns else pl.lit(None, dtype=pl.String)
+    unique = judged.select(
+        pl.lit(r.EVENT_ID_UNIQUE).alias("check"), pl.lit("event_id").alias("column"),
+        pl.col("event_id").str.slice(0, MAX_VALUE_CHARS).alias("value"), "received_at", kind.alias("feedback_type"),
+    ).select(pl.concat_list(pl.struct("check", "column", "value", _message(rules).alias("message"))))
+    own = judged["failures"].list.filter(pl.element().struct.field("check") != r.EVENT_ID_UNIQUE)
+    return judged.drop(_REUSED_ROW).with_columns(own.list.concat(unique.to_series()).alias("failures"))
 
 
 def _split_by_row(frame: pl.DataFrame, failures: pl.DataFrame) -> SplitBatch:
@@ -127,7 +153,8 @@ def _message(rules: r.QualityRules) -> pl.Expr:
     message = message.when(check == r.ID_CHARSET).then(pl.format(
         "{} {} contains characters other than {}", column, _quoted(value), pl.lit(r.ID_CHARSET_TEXT)))
     message = message.when(check == r.EVENT_ID_UNIQUE).then(pl.format(
-        "event_id {} already occurs earlier in this batch; the first occurrence was kept", _quoted(value)))
+        "event_id {} is already taken by an earlier valid event of this batch with a different payload; "
+        "that one was kept", _quoted(value)))
     for enum_column, allowed in r.ENUM_COLUMNS.items():
         message = message.when(check == r.enum_check(enum_column)).then(pl.format(
             "{} {} is not one of {}", column, _quoted(value), pl.lit(", ".join(allowed))))

@@ -1,18 +1,26 @@
-"""The Dagster side: declared checks, on-demand evaluation, and the replay job with config."""
+"""The Dagster side: declared checks, on-demand evaluation, backfills of an hour with their checks,
+thresholds from settings, and the replay job with config."""
 
 from __future__ import annotations
 
+import shutil
+from datetime import timedelta
+
 import dagster as dg
+import duckdb
 
 from ingest_platform.defs.definitions import defs
-from ingest_platform.defs.quality.checks import data_quality_checks
+from ingest_platform.defs.ingestion.assets import landed_events
+from ingest_platform.defs.quality.checks import data_quality_checks, quality_check_specs
 from ingest_platform.defs.quality.replay import replay_dead_letters_job
 from ingest_platform.defs.resources import resources_from_settings
 from ingest_platform.dlq.replay import replay_outcomes
 from ingest_platform.settings import get_settings
 from ingest_platform.storage.event_log import DrainLog
 
-from .helpers import enqueue, interaction, run_drain_sensor
+from .helpers import check_results, enqueue, feedback, interaction, run_drain_sensor
+from .materialising import (HOUR_10, HOUR_10_KEY, enqueue_at, forget_landed_data, materialise_hour,
+                            recorded_evaluation, run_evaluations)
 
 
 def test_checks_are_declared_on_every_event_asset():
@@ -77,3 +85,93 @@ def test_sensor_check_results_are_recorded_by_the_instance(platform_env, redis_c
         assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR  # 50%
         observed = instance.fetch_observations(dg.AssetKey("dead_letter_events"), limit=5).records
         assert observed[0].asset_observation.metadata["by_check"].value == {"action_in_enum": 1}
+        landed = instance.fetch_materializations(dg.AssetKey("dead_letter_events"), limit=5).records
+        rejected_by = landed[0].asset_materialization.metadata["rejected_by"].value
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as con:  # letter -> its tick
+        assert con.execute("SELECT rejected_by FROM dead_letter_events").fetchall() == [(rejected_by,)]
+
+
+def test_backfilling_an_hour_checks_that_hour(platform_env, redis_client):
+    """Hour 10 has 1 dead letter in 2 events, hour 11 is clean. Its files lost, hour 10 is
+    materialised again: `landed_events` reports the checks of what it re-landed, and
+    `data_quality_checks` in the same run measures hour 10, not the latest hour."""
+    enqueue_at(redis_client, [interaction(track_id="a"), interaction(action="x", track_id="b")], HOUR_10)
+    enqueue_at(redis_client, [interaction(track_id="c")], HOUR_10 + timedelta(hours=1))
+    run_drain_sensor()
+    lake = get_settings().lake_dir
+    for dataset in ("user_interactions", "dead_letter_events"):
+        shutil.rmtree(lake / dataset / "date=2026-11-26" / "hour=10")
+    with dg.instance_for_test() as instance:
+        alone = materialise_hour(instance, HOUR_10_KEY, with_checks=False)
+        record, recorded = recorded_evaluation(instance, "user_interactions", "dead_letter_rate")
+        assert record.run_id == alone.run_id and not recorded.passed
+        assert recorded.severity == dg.AssetCheckSeverity.ERROR  # 50% > 10%
+        assert recorded.metadata["batch"].value == "ingest:events:user_interaction replayed for hour 2026-11-26 10:00"
+        assert (recorded.metadata["dead_letters"].value, recorded.metadata["valid_rows"].value) == (1, 1)
+        letters = next(m for m in alone.asset_materializations_for_node("landed_events")
+                       if m.asset_key == dg.AssetKey("dead_letter_events"))
+        assert letters.metadata["dagster/row_count"].value == 1
+        assert letters.metadata["by_check"].value == {"action_in_enum": 1}
+        assert letters.metadata["by_event_type"].value == {"user_interaction": 1}
+
+        shutil.rmtree(lake)  # lost again; now the backfill runs the checks too
+        backfill = materialise_hour(instance, HOUR_10_KEY)
+        assert backfill.success
+        landed_then_hour = run_evaluations(backfill, "user_interactions", "dead_letter_rate")
+        assert [e.metadata["batch"].value for e in landed_then_hour] == [
+            "ingest:events:user_interaction replayed for hour 2026-11-26 10:00", "lake hour 2026-11-26 10:00"]
+        for evaluation in landed_then_hour:
+            assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+            assert evaluation.metadata["dead_letter_rate"].value == 0.5
+        assert not run_evaluations(backfill, "user_interactions", "values_in_enum")[-1].passed
+        record, recorded = recorded_evaluation(instance, "user_interactions", "dead_letter_rate")
+        assert record.run_id == backfill.run_id and recorded.metadata["batch"].value == "lake hour 2026-11-26 10:00"
+
+        clean = materialise_hour(instance, "2026-11-26-11:00")  # re-lands hour 11 (the lake was lost)
+        rates = run_evaluations(clean, "user_interactions", "dead_letter_rate")
+        assert [r.passed for r in rates] == [True, True] and rates[-1].metadata["valid_rows"].value == 1
+        assert rates[-1].metadata["batch"].value == "lake hour 2026-11-26 11:00"
+        again = materialise_hour(instance, "2026-11-26-11:00")  # nothing missing: only the hour's checks
+        assert [r.metadata["batch"].value for r in run_evaluations(again, "user_interactions", "dead_letter_rate")
+                ] == ["lake hour 2026-11-26 11:00"]
+
+
+def test_dead_letter_thresholds_come_from_settings(platform_env, redis_client, monkeypatch):
+    """1 dead letter in 33 events (3%): a warning by default, a failure with DEAD_LETTER_RATE_FAIL=0.02."""
+    events = [interaction(track_id=f"t{i}") for i in range(32)] + [interaction(action="x", track_id="bad")]
+    enqueue_at(redis_client, events)
+    rate = check_results(run_drain_sensor())[("user_interactions", "dead_letter_rate")][0]
+    assert not rate.passed and rate.severity == dg.AssetCheckSeverity.WARN
+
+    monkeypatch.setenv("DEAD_LETTER_RATE_WARN", "0.005")
+    monkeypatch.setenv("DEAD_LETTER_RATE_FAIL", "0.02")
+    get_settings.cache_clear()
+    with dg.instance_for_test() as instance:
+        materialise_hour(instance)
+        _, recorded = recorded_evaluation(instance, "user_interactions", "dead_letter_rate")
+    assert not recorded.passed and recorded.severity == dg.AssetCheckSeverity.ERROR
+    assert (recorded.metadata["warn_above"].value, recorded.metadata["fail_above"].value) == (0.005, 0.02)
+    assert round(recorded.metadata["dead_letter_rate"].value, 4) == 0.0303
+    spec = next(s for s in quality_check_specs()
+                if s.key == dg.AssetCheckKey(dg.AssetKey("user_interactions"), "dead_letter_rate"))
+    assert "warns above DEAD_LETTER_RATE_WARN (0.5%), fails above DEAD_LETTER_RATE_FAIL (2%)" in spec.description
+
+
+def test_backfill_with_dlq_handling_off_lands_the_valid_streams_then_fails(platform_env, redis_client, monkeypatch):
+    enqueue_at(redis_client, [interaction(action="nope"), feedback(recommendation_id="ok")])
+    run_drain_sensor()  # flag on: both ranges commit (the letter lands)
+    forget_landed_data()
+    monkeypatch.setenv("ENABLE_DLQ_HANDLING", "false")
+    get_settings.cache_clear()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([landed_events], partition_key=HOUR_10_KEY, instance=instance,
+                                resources=resources_from_settings(get_settings()), raise_on_error=False)
+        assert not result.success
+        cause = result.failure_data_for_node("landed_events").error.cause
+        assert cause.cls_name == "InvalidRowsError" and "ENABLE_DLQ_HANDLING is off" in cause.message
+        landed = {m.asset_key.to_user_string(): m.metadata["dagster/row_count"].value
+                  for m in result.asset_materializations_for_node("landed_events")}
+    assert landed == {"user_interactions": 0, "feedback_events": 1, "dead_letter_events": 0}
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as con:
+        assert con.execute("SELECT recommendation_id FROM feedback_events").fetchall() == [("ok",)]
+        assert con.execute("SELECT count(*) FROM dead_letter_events").fetchall() == [(0,)]

@@ -196,21 +196,27 @@ def test_cli_replay_reports_outcomes(platform_env, redis_client):
 def test_dlq_handling_off_fails_loudly_and_loses_nothing(platform_env, redis_client, monkeypatch):
     monkeypatch.setenv("ENABLE_DLQ_HANDLING", "false")
     get_settings.cache_clear()
-    events = [interaction(track_id="a"), interaction(action="nope", track_id="b")]
+    events = [interaction(track_id="a"), interaction(action="nope", track_id="b"), feedback(recommendation_id="ok")]
     enqueue(redis_client, events)
-    with pytest.raises(Exception) as raised:
-        run_drain_sensor()
+    with dg.instance_for_test() as instance:
+        with pytest.raises(Exception) as raised:
+            run_drain_sensor(instance)
+        # The feedback stream drained and committed beside the failing one: reported, not lost.
+        landed = instance.fetch_materializations(dg.AssetKey("feedback_events"), limit=5).records
+        assert [r.asset_materialization.metadata["dagster/row_count"].value for r in landed] == [1]
     assert isinstance(raised.value, InvalidRowsError) or "ENABLE_DLQ_HANDLING is off" in str(raised.value)
     stream = EVENT_TYPES["user_interaction"].stream
     assert redis_client.xlen(stream) == 1
     assert DrainLog(redis_client).cursor(stream) == "0-0"  # nothing committed
+    assert DrainLog(redis_client).cursor(EVENT_TYPES["feedback_event"].stream) != "0-0"
     assert lake_counts(platform_env)["dead_letter_events"] == 0
+    assert warehouse("SELECT recommendation_id FROM feedback_events") == [("ok",)]  # queryable now
 
     monkeypatch.setenv("ENABLE_DLQ_HANDLING", "true")
     get_settings.cache_clear()
     run_drain_sensor()
     counts = lake_counts(platform_env)
-    assert (counts["user_interactions"], counts["dead_letter_events"]) == (1, 1)
+    assert (counts["user_interactions"], counts["dead_letter_events"], counts["feedback_events"]) == (1, 1, 1)
     assert DrainLog(redis_client).cursor(stream) != "0-0"
 
 

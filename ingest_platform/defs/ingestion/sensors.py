@@ -9,28 +9,47 @@ to DRAIN_MAX_ENTRIES entries per stream).
 """
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 
 import dagster as dg
 
+from ingest_platform.contract import DEAD_LETTER_DATASET
 from ingest_platform.defs.partitions import hour_partition_key
 from ingest_platform.defs.quality.checks import quality_evaluations
 from ingest_platform.defs.resources import EventLogResource, LakeResource
+from ingest_platform.dlq.replay import settle_drained_replays
 from ingest_platform.drain.maintenance import MaintenanceReport, maintain_lake
-from ingest_platform.drain.micro_batch import DrainReport, drain_all_streams
+from ingest_platform.drain.micro_batch import DrainReport, InvalidRowsError, drain_all_streams, rejected_by
 from ingest_platform.settings import get_settings
 from ingest_platform.storage.event_log import DrainLog
 from ingest_platform.storage.warehouse import refresh_warehouse
 
 
-def drain_once(context, event_log: EventLogResource, lake: LakeResource) -> tuple[list, dict]:
-    """Drain every stream once; returns the asset events to report and the committed cursors."""
+def drain_once(context, event_log: EventLogResource, lake: LakeResource,
+               report_before_failing: Callable[[list], None]) -> tuple[list, dict]:
+    """Drain every stream once; returns the asset events to report and the committed cursors.
+
+    When a stream fails (`InvalidRowsError`, DLQ handling off), the other streams' ranges are
+    already committed: their views are refreshed and their events handed to
+    `report_before_failing` before the error is raised, else no later tick would ever report them."""
     settings = get_settings()
     log = event_log.drain_log()
-    reports = drain_all_streams(log, lake.lake_dir, settings.drain_max_entries, settings.enable_dlq_handling)
+    try:
+        reports = drain_all_streams(log, lake.lake_dir, settings.drain_max_entries, settings.enable_dlq_handling)
+    except InvalidRowsError as failure:
+        report_before_failing(_publish(context, log, lake, failure.reports))
+        raise
+    return _publish(context, log, lake, reports), log.cursors()
+
+
+def _publish(context, log: DrainLog, lake: LakeResource, reports: list[DrainReport]) -> list:
+    """Make the drained reports visible (warehouse views) and return their asset events."""
     if any(report.files for report in reports) or not lake.warehouse_path.exists():
         # Views list their files (a snapshot), so every batch that lands files swaps in new views.
         refresh_warehouse(lake.warehouse_path, lake.lake_dir)
+    # A replayed letter failing again for the same reasons lands nothing: settle it now (dlq/replay.py).
+    settle_drained_replays(log, lake.warehouse_path, lake.lake_dir)
     lags = consumer_lag(log)
     for report in reports:
         context.log.info(
@@ -39,7 +58,7 @@ def drain_once(context, event_log: EventLogResource, lake: LakeResource) -> tupl
             f"{report.duplicates} duplicates dropped"
             + (" (superseded: another drain committed this range)" if report.superseded else "")
         )
-    return [*materialisations(reports, lags), *quality_evaluations(reports)], log.cursors()
+    return [*materialisations(reports, lags), *quality_evaluations(reports)]
 
 
 def consumer_lag(log: DrainLog) -> dict[str, tuple[int, float]]:
@@ -65,6 +84,9 @@ def materialisations(reports: list[DrainReport], lags: dict[str, tuple[int, floa
                     "range": f"{landed.first_id}..{landed.last_id}",
                     "bytes": landed.bytes,
                     "path": dg.MetadataValue.path(str(landed.path)),
+                    # the dead letters' `rejected_by`, to find this tick from a letter
+                    **({"rejected_by": rejected_by(report.range.stream, landed.first_id, landed.last_id)}
+                       if landed.dataset == DEAD_LETTER_DATASET else {}),
                     "lag_seconds": round(report.lag_seconds, 3),
                     "duplicates_dropped": report.duplicates,
                     "consumer_lag_entries": lag_entries,
@@ -83,7 +105,11 @@ def materialisations(reports: list[DrainReport], lags: dict[str, tuple[int, floa
 )
 def drain_event_streams(context: dg.SensorEvaluationContext, event_log: EventLogResource,
                         lake: LakeResource) -> dg.SensorResult:
-    events, cursors = drain_once(context, event_log, lake)
+    def record(events: list) -> None:  # what the daemon does with a SensorResult's asset events
+        for event in events:
+            context.instance.report_runless_asset_event(event)
+
+    events, cursors = drain_once(context, event_log, lake, report_before_failing=record)
     # The authoritative cursor is kept in Redis beside the plan (so commit is atomic); the sensor
     # cursor mirrors it for the UI.
     return dg.SensorResult(asset_events=events, cursor=json.dumps(cursors, sort_keys=True))
@@ -91,9 +117,12 @@ def drain_event_streams(context: dg.SensorEvaluationContext, event_log: EventLog
 
 @dg.op(description="Drain every event stream once (the schedule's path when realtime is off).")
 def drain_event_streams_op(context: dg.OpExecutionContext, event_log: EventLogResource, lake: LakeResource):
-    events, _ = drain_once(context, event_log, lake)
-    for event in events:
-        context.log_event(event)
+    def record(events: list) -> None:
+        for event in events:
+            context.log_event(event)
+
+    events, _ = drain_once(context, event_log, lake, report_before_failing=record)
+    record(events)
 
 
 @dg.job(description="Drain every event stream once.")

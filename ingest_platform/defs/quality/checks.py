@@ -1,17 +1,27 @@
 """Data-quality asset checks on the landed event datasets and the dead-letter queue.
 
 The drain sensor evaluates them for every drained batch (`quality_evaluations`, whose results it
-returns in its SensorResult); `data_quality_checks` declares them, so the UI lists them on each
-asset, and re-evaluates them over the latest lake hour when run by hand.
+returns in its SensorResult), and `landed_events` for every hour it replays (`batch_quality`).
+`data_quality_checks` declares them, so the UI lists them on each asset, and re-evaluates them over
+one lake hour: the run's partition (a backfill), else the latest hour (run by hand).
 """
+
+from collections import Counter
+from datetime import datetime
 
 import dagster as dg
 
 from ingest_platform.contract import DEAD_LETTER_DATASET, EVENT_TYPES
-from ingest_platform.defs.partitions import hour_partition_key
+from ingest_platform.defs.partitions import hour_partition_key, hourly_partitions
 from ingest_platform.defs.resources import LakeResource
-from ingest_platform.dlq.batch_quality import BatchQuality, families_for, latest_hour_quality, measure
-from ingest_platform.drain.micro_batch import DrainReport
+from ingest_platform.dlq.batch_quality import (
+    BatchQuality,
+    families_for,
+    hour_quality,
+    latest_hour_quality,
+    measure,
+)
+from ingest_platform.drain.micro_batch import DrainReport, LandedFile
 from ingest_platform.settings import get_settings
 
 DEAD_LETTER_RATE = "dead_letter_rate"
@@ -20,7 +30,10 @@ LETTERS_HAVE_REASONS = "letters_have_reasons"
 _TYPE_OF_STREAM = {t.stream: t for t in EVENT_TYPES.values()}
 
 
-def _event_check_specs() -> list[dg.AssetCheckSpec]:
+def quality_check_specs() -> list[dg.AssetCheckSpec]:
+    """The declared checks; descriptions quote the configured thresholds, so the UI says what runs."""
+    settings = get_settings()
+    warn, fail = _percent(settings.dead_letter_rate_warn), _percent(settings.dead_letter_rate_fail)
     specs = []
     for event_type in EVENT_TYPES.values():
         for family in families_for(event_type.name):
@@ -31,7 +44,7 @@ def _event_check_specs() -> list[dg.AssetCheckSpec]:
         specs.append(dg.AssetCheckSpec(
             DEAD_LETTER_RATE, asset=event_type.dataset,
             description="Share of a batch's events that became dead letters: warns above "
-            "DEAD_LETTER_RATE_WARN (1%), fails above DEAD_LETTER_RATE_FAIL (10%)."))
+            f"DEAD_LETTER_RATE_WARN ({warn}), fails above DEAD_LETTER_RATE_FAIL ({fail})."))
         specs.append(dg.AssetCheckSpec(
             LAKE_FILES_MATCH_CONTRACT, asset=event_type.dataset,
             description="Every Parquet file written has exactly the contract's columns and types."))
@@ -41,25 +54,48 @@ def _event_check_specs() -> list[dg.AssetCheckSpec]:
     return specs
 
 
-QUALITY_CHECK_SPECS = _event_check_specs()
+def _percent(share: float) -> str:
+    return f"{share * 100:g}%"
+
+
+QUALITY_CHECK_SPECS = quality_check_specs()
 
 
 def quality_evaluations(reports: list[DrainReport]) -> list:
     """Check results (and DLQ observations) for the micro-batches in `reports`."""
     events = []
     for report in reports:
-        event_type = _TYPE_OF_STREAM.get(report.range.stream)
-        if event_type is None or not report.files:
+        quality = batch_quality(report.range.stream, report.files,
+                                scope=f"{report.range.stream} ({report.range.start}, {report.range.end}]")
+        if quality is None:
             continue
-        valid = [f.path for f in report.files if f.dataset == event_type.dataset]
-        dead = [f.path for f in report.files if f.dataset == DEAD_LETTER_DATASET]
-        quality = measure(event_type.name, valid, dead, scope=f"{report.range.stream} "
-                          f"({report.range.start}, {report.range.end}]")
         partition = hour_partition_key(int(report.files[0].first_id.split("-")[0]))
         events += evaluations(quality)
         if quality.dead_letters:
             events.append(dead_letter_observation(quality, partition))
     return events
+
+
+def batch_quality(stream: str, files: list[LandedFile], scope: str) -> BatchQuality | None:
+    """The quality of what one drain (or replay) of `stream` landed; None when it landed nothing."""
+    event_type = _TYPE_OF_STREAM.get(stream)
+    if event_type is None or not files:
+        return None
+    valid = [f.path for f in files if f.dataset == event_type.dataset]
+    dead = [f.path for f in files if f.dataset == DEAD_LETTER_DATASET]
+    return measure(event_type.name, valid, dead, scope=scope)
+
+
+def dead_letter_counts(qualities: list[BatchQuality]) -> dict[str, dg.MetadataValue]:
+    """DLQ metadata over several batches: letters counted by reason (check), column and event type."""
+    by_check, by_column, by_type = Counter(), Counter(), Counter()
+    for quality in qualities:
+        by_check.update(quality.by_check)
+        by_column.update(quality.by_column)
+        by_type[quality.event_type] += quality.dead_letters
+    return {"by_check": dg.MetadataValue.json(dict(by_check.most_common())),
+            "by_column": dg.MetadataValue.json(dict(by_column.most_common())),
+            "by_event_type": dg.MetadataValue.json(dict(+by_type))}
 
 
 def evaluations(quality: BatchQuality) -> list[dg.AssetCheckEvaluation]:
@@ -131,10 +167,11 @@ def dead_letter_observation(quality: BatchQuality, partition: str) -> dg.AssetOb
 
 
 @dg.multi_asset_check(specs=QUALITY_CHECK_SPECS, can_subset=True, name="data_quality_checks",
-                      description="Re-evaluates the data-quality checks over the latest lake hour.")
+                      description="Re-evaluates the data-quality checks over one lake hour: the run's "
+                      "partition (a backfill of an hour), else the latest hour.")
 def data_quality_checks(context: dg.AssetCheckExecutionContext, lake: LakeResource):
     pending = set(context.selected_asset_check_keys)
-    for quality in latest_hour_quality(lake.lake_dir):
+    for quality in _qualities_to_check(context, lake):
         for evaluation in evaluations(quality):
             key = dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name)
             if key in pending:
@@ -145,3 +182,10 @@ def data_quality_checks(context: dg.AssetCheckExecutionContext, lake: LakeResour
     for key in sorted(pending, key=str):  # nothing in the lake to check yet
         yield dg.AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=True,
                                   metadata={"batch": "no data in the lake yet"})
+
+
+def _qualities_to_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> list[BatchQuality]:
+    if context.has_partition_key:  # in a partitioned run, e.g. beside landed_events in a backfill
+        hour: datetime = hourly_partitions.time_window_for_partition_key(context.partition_key).start
+        return hour_quality(lake.lake_dir, hour)
+    return latest_hour_quality(lake.lake_dir)
