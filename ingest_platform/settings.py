@@ -112,8 +112,9 @@ class Settings(BaseSettings):
     gateway_redis_timeout_seconds: float = Field(
         default=2.0, gt=0,
         description="How long the gateway waits for Redis to accept a connection or answer a command "
-        "before taking it as unreachable (503 until a background check sees it again). A write "
-        "that times out after it was sent is answered 503 `outcome_unknown` with its event ids. "
+        "before taking it as unreachable (503 until a background check sees it again); a write is "
+        "given up between 1 and 1.25 times this long after it was sent (one timer checks four times "
+        "per timeout) and answered 503 `outcome_unknown` with its event ids. "
         "Keep it above Redis's slowest write (an fsync with appendfsync always on a busy disk).",
     )
 

@@ -312,12 +312,31 @@ def settle_drained_replays(log: DrainLog, warehouse: Path, lake: Path) -> int:
     """Settle (`settle_replay`) every replay whose entries the drain has now passed, and forget it;
     returns how many letters were noted as failed again. One HGETALL when no replay is waiting;
     a warehouse refresh and one query of the view per replay once its entries are drained."""
+    return settle_awaiting(log, warehouse, lake, log.client.hgetall(AWAITING_DRAIN_KEY))
+
+
+# Forget a replay's note only if it still says what the settle read: a replay still injecting
+# (one HSET per chunk of letters) may have noted later entries meanwhile, and the settle took a
+# second or two. KEYS: the awaiting hash. ARGV: replay_id, the note as read. Returns 1 if deleted.
+_FORGET_IF_UNCHANGED_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+def settle_awaiting(log: DrainLog, warehouse: Path, lake: Path, awaiting: dict[bytes, bytes]) -> int:
+    """`settle_drained_replays` for the notes in `awaiting` (replay_id -> note, as read from
+    AWAITING_DRAIN_KEY). A note rewritten since it was read survives: its newer entries are
+    settled by a later drain."""
     settled = 0
-    for replay_id, last_entry_ids in log.client.hgetall(AWAITING_DRAIN_KEY).items():
+    forget = log.client.register_script(_FORGET_IF_UNCHANGED_LUA)
+    for replay_id, last_entry_ids in awaiting.items():
         streams = json.loads(last_entry_ids)
         if all(entry_order(log.cursor(stream)) >= entry_order(last) for stream, last in streams.items()):
             settled += settle_replay(warehouse, lake, log, replay_id.decode())
-            log.client.hdel(AWAITING_DRAIN_KEY, replay_id)
+            forget(keys=[AWAITING_DRAIN_KEY], args=[replay_id, last_entry_ids])
     if settled:
         refresh_warehouse(warehouse, lake)  # analysts see the settled statuses at once
     return settled

@@ -7,8 +7,9 @@ retries and dead-letter replays put the same `event_id` at several positions. Th
 - an **invalid** occurrence lands (as a dead letter) iff no valid occurrence of its `event_id` comes
   before it in an *earlier batch*, and no earlier invalid occurrence has the same `event_id`, the
   same raw payload and the same failures (an exact retry of a bad event is one dead letter, not two);
-- inside one batch, a later occurrence byte-identical to an earlier one of its id is a retry
-  (dropped), and one with different content after the id's valid occurrence is a dead letter
+- inside one batch, a later occurrence with the same content as an earlier one of its id (the same
+  payload fields, however the JSON was formatted and whether or not it carried the event_id) is a
+  retry (dropped), and one with different content after the id's valid occurrence is a dead letter
   failing `event_id_unique_in_batch` (`validate_distinct`): a reused id never makes an event vanish;
 - every other occurrence is a duplicate and is dropped (counted in the drain report). Across
   batches the `event_id` is an idempotency key: the first claim wins, whatever a later occurrence
@@ -125,7 +126,7 @@ def position_key(stream_id: str) -> tuple[int, int, int]:
 def validate_distinct(event_type: str, frame: pl.DataFrame, raw_payloads=None):
     """Validate a batch (in stream order), deciding inside it which occurrence of an event_id is
     the event. Returns (valid, rejected, repeats); the first two carry ROW, the occurrence's index
-    in `frame`, and `repeats` holds the indexes of the byte-identical retries (dropped).
+    in `frame`, and `repeats` holds the indexes of the retries (same content, dropped).
 
     Per event_id, the batch's first **valid** occurrence is the event (the only one that can land
     valid, see `_duplicates` for earlier batches):
@@ -133,11 +134,12 @@ def validate_distinct(event_type: str, frame: pl.DataFrame, raw_payloads=None):
       rounds, round k validating the k-th occurrence of the ids whose earlier ones all failed, so
       pandera never sees an id twice in one call (an exact retry of such a letter is one letter:
       the claims compare letter digests);
-    - a later occurrence whose raw payload is byte-identical to an earlier occurrence of its id is
-      a client retry: a repeat, dropped and counted;
+    - a later occurrence with the same content as an earlier occurrence of its id (the same
+      payload fields, however the JSON was formatted and whether or not it carried the event_id:
+      `_contents`) is a client retry: a repeat, dropped and counted;
     - any other later occurrence reuses the id for a different event: a dead letter failing
       `event_id_unique_in_batch` plus everything else it fails (`reject_reused_ids`).
-    Later occurrences are rare, so their raws are read only for them, only when there are any;
+    Later occurrences are rare, so their contents are compared only when there are any;
     the common batch (distinct ids) pays one `is_first_distinct` and one pandera pass.
 
     The drain builds frames without `raw_payload` (decoding every event's raw JSON costs more than
@@ -188,8 +190,9 @@ def _in_order(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 def _retries_and_reuses(event_type: str, indexed: pl.DataFrame, later: pl.DataFrame, raw_payloads):
-    """(repeats, reused): `later`'s indexes that repeat an earlier occurrence of their id byte for
-    byte, and its other rows. Reads the raws of every occurrence of the ids concerned (a handful)."""
+    """(repeats, reused): `later`'s indexes that repeat an earlier occurrence of their id (the same
+    content, `_contents`), and its other rows. Looks only at the occurrences of the ids concerned
+    (a handful)."""
     # rechunk: polars 2.1 panics ("i < self.len()") formatting strings of some filtered multi-chunk
     # views (seen in the chaos test: the drain then failed on that range at every tick); few rows.
     involved = indexed.filter(pl.col("event_id").is_in(later["event_id"].unique().implode())).rechunk()
@@ -201,18 +204,35 @@ def _retries_and_reuses(event_type: str, indexed: pl.DataFrame, later: pl.DataFr
 
 
 def _contents(event_type: str, rows: pl.DataFrame, raw_payloads) -> pl.Series:
-    """What makes two occurrences the same event: the raw payload exactly as received; where there
-    is none (entries written without one, or a frame built without `raw_payloads`), the id and the
-    decoded payload fields, tagged so that they never equal a raw."""
+    """What makes two occurrences of an event_id the same event: the contract's payload fields as
+    decoded, not the bytes received. A client retrying after `503 outcome_unknown` adds the
+    event_id the gateway generated, and any client may re-serialise its JSON (key order,
+    whitespace); the gateway rejects unknown fields, so the payload fields are the whole event.
+    Not received_at or api_key_id: the gateway stamps those per request.
+
+    A timestamp field that did not parse is null in the frame, so two different unparseable
+    values would look alike: such rows compare by their raw payload instead (tagged, so a raw never
+    equals encoded fields), read only for them. Without raws (entries written without one, or a
+    frame built without `raw_payloads`) they compare by fields."""
+    event = EVENT_TYPES[event_type]
+    fields = rows.select(pl.struct(*event.payload_fields).struct.json_encode()).to_series()
+    unparsed = rows.select(pl.any_horizontal(pl.col(*event.timestamp_fields).is_null())).to_series()
+    if not unparsed.any():
+        return fields
+    at = unparsed.arg_true()
+    raws = _raws(rows[at], raw_payloads)
+    tagged = pl.select(pl.when(raws.is_null() | (raws == "null")).then(fields.gather(at))
+                       .otherwise(pl.format("\x00raw:{}", raws))).to_series()
+    return fields.scatter(at, tagged)
+
+
+def _raws(rows: pl.DataFrame, raw_payloads) -> pl.Series:
+    """The raw payloads of `rows` (null where there is none)."""
     if raw_payloads is not None:
-        raws = pl.Series(raw_payloads(rows["stream_id"].to_list()), dtype=pl.String)
-    elif "raw_payload" in rows.columns:
-        raws = rows["raw_payload"]
-    else:
-        raws = pl.repeat(None, rows.height, dtype=pl.String, eager=True)
-    fields = rows.select(pl.format("\x00fields:{}", pl.struct("event_id", *EVENT_TYPES[event_type].payload_fields)
-                                   .struct.json_encode())).to_series()
-    return pl.select(pl.when(raws.is_null() | (raws == "null")).then(fields).otherwise(raws)).to_series()
+        return pl.Series(raw_payloads(rows["stream_id"].to_list()), dtype=pl.String)
+    if "raw_payload" in rows.columns:
+        return rows["raw_payload"]
+    return pl.repeat(None, rows.height, dtype=pl.String, eager=True)
 
 
 def _with_raw_payloads(event_type: str, rejected: pl.DataFrame, raw_payloads) -> pl.DataFrame:
@@ -258,7 +278,7 @@ class Validated:
     valid: pl.DataFrame  # with ROW, the occurrence's index
     rejected: pl.DataFrame  # with ROW and the split's `failures` column
     digests: list[str]  # the rejected occurrences' letter digests
-    repeats: pl.Series  # ROW of the byte-identical retries inside the chunk (always dropped)
+    repeats: pl.Series  # ROW of the retries (same content) inside the chunk (always dropped)
 
 
 def validate(event_type: str, frame: pl.DataFrame, raw_payloads=None) -> Validated:
@@ -375,7 +395,7 @@ def _duplicates(occurrences: pl.DataFrame, current: "_Window", before: "_Window"
 
     Valid occurrences (nearly all) are decided column-wise: window lookups in polars and its
     first-occurrence test. Dead letters are few and follow the longer rule row by row. Repeats
-    (kind 'r', byte-identical retries inside the batch) are always dropped.
+    (kind 'r', retries of the same content inside the batch) are always dropped.
 
     Inside a batch, validation has already decided reuse (`validate_distinct`): a letter after a
     valid occurrence of its id is an id reused for a different event, which must not vanish, so

@@ -9,7 +9,15 @@ only cover about two hours and replay reaches back the whole retention:
 - otherwise the drain's rule (`dedup`), with the lake's rows of the occurrence's hour and the hour
   before as the earlier occurrences: a valid occurrence lands unless its `event_id` is already a
   valid row; a dead letter lands unless a valid row of its `event_id` comes before it or the same
-  letter (event_id, payload, reasons) is already there.
+  letter (event_id, payload, reasons) is already there;
+- a letter for an event_id reused inside its chunk (`event_id_unique_in_batch`) is the drain's
+  verdict only if the drain saw it in one batch with its valid twin. Replay cuts chunks from the
+  start of the range, not along the drain's batches, so a twin already in the lake in a file
+  whose entry range (`<first>_<last>` in its name) does not hold the letter was in another batch,
+  where the drain dropped the letter as a duplicate (the event_id is an idempotency key across
+  batches): dropped here too. It lands when the twin is in the same file range, or was missing
+  and lands with it now. A twin in a compacted file (no range in its name) drops the letter:
+  backfilling an intact hour writes nothing.
 
 Only entries at or below the committed cursor are replayed (the drain owns the rest), and replay
 holds the lake maintenance lock, so compaction never runs beside it. Replay files are named
@@ -105,7 +113,8 @@ class _LandedState:
 
     def __init__(self, lake: Path, event_type: EventType):
         self.lake, self.event_type = lake, event_type
-        self.hours: dict[int, tuple[set[str], dict[str, str], set[str], set[tuple[str, str]]]] = {}
+        self.hours: dict[int, tuple[set[str], dict[str, str], dict[str, tuple[str, str] | None],
+                                    set[str], set[tuple[str, str]]]] = {}
 
     def hour(self, hour_ms: int):
         if hour_ms not in self.hours:
@@ -115,18 +124,21 @@ class _LandedState:
     def _load(self, hour_ms: int):
         valid_positions: set[str] = set()
         first_valid: dict[str, str] = {}
+        first_valid_batch: dict[str, tuple[str, str] | None] = {}  # event_id -> its file's range
         dead_positions: set[str] = set()
         letters: set[tuple[str, str]] = set()
         for ms in (hour_ms - HOUR_MS, hour_ms):
             directory = partition_dir(self.lake, self.event_type.dataset, hour_of_ms(ms))
             for path in current_hour_files(directory) if directory.exists() else []:
                 table = pq.read_table(path, columns=["event_id", "stream_id"])
+                batch = _entry_range(path)
                 for event_id, position in zip(table["event_id"].to_pylist(), table["stream_id"].to_pylist()):
                     if ms == hour_ms:
                         valid_positions.add(position)
                     known = first_valid.get(event_id)
                     if known is None or dedup.position_key(position) < dedup.position_key(known):
                         first_valid[event_id] = position
+                        first_valid_batch[event_id] = batch
             directory = partition_dir(self.lake, DEAD_LETTER_DATASET, hour_of_ms(ms))
             for path in current_hour_files(directory) if directory.exists() else []:
                 table = pl.from_arrow(pq.read_table(path, columns=["event_id", "event_type", "stream_id",
@@ -136,14 +148,27 @@ class _LandedState:
                     if ms == hour_ms:
                         dead_positions.add(row["stream_id"])
                     letters.add((row["event_id"], dedup.dead_letter_digest(row["raw_payload"], row["failures"])))
-        return valid_positions, first_valid, dead_positions, letters
+        return valid_positions, first_valid, first_valid_batch, dead_positions, letters
+
+
+def _entry_range(path: Path) -> tuple[str, str] | None:
+    """The entry range a lake file's name carries: `<first>_<last>` (drain), `replay_<first>_<last>_
+    <digest>`, `<event type>_<first>_<last>` (dead letters); None for a compacted file."""
+    ids = [part for part in path.name.removesuffix(".parquet").split("_")
+           if "-" in part and all(side.isdigit() for side in part.split("-", 1))]
+    return (ids[0], ids[1]) if len(ids) >= 2 else None
+
+
+def _in_range(position: str, batch: tuple[str, str] | None) -> bool:
+    entry = entry_order(position.split("/")[0])
+    return batch is not None and entry_order(batch[0]) <= entry <= entry_order(batch[1])
 
 
 def _replay_chunk(event_type: EventType, chunk, lake: Path, landed: _LandedState, report: ReplayReport,
                   dead_letters_enabled: bool) -> None:
-    valid_positions, first_valid, dead_positions, letters = landed.hour(chunk.hour_ms)
+    valid_positions, first_valid, first_valid_batch, dead_positions, letters = landed.hour(chunk.hour_ms)
     valid, rejected, repeats = dedup.validate_distinct(event_type.name, _frame(event_type, chunk), chunk.raw_payloads)
-    report.duplicates += len(repeats)  # byte-identical retries inside the chunk
+    report.duplicates += len(repeats)  # retries (same content) inside the chunk
     keep_valid = []
     for event_id, position in zip(valid["event_id"].to_list(), valid["stream_id"].to_list()):
         if position in valid_positions:
@@ -154,19 +179,25 @@ def _replay_chunk(event_type: EventType, chunk, lake: Path, landed: _LandedState
             keep_valid.append(False)
         else:
             first_valid[event_id] = position
+            first_valid_batch[event_id] = (chunk.first_id, chunk.last_id)  # lands with this chunk
             valid_positions.add(position)
             keep_valid.append(True)
     keep_dead = []
     for event_id, position, raw, failures in zip(rejected["event_id"].to_list(), rejected["stream_id"].to_list(),
                                                  rejected["raw_payload"].to_list(), rejected["failures"].to_list()):
         letter = (event_id, dedup.dead_letter_digest(raw, failures))
-        # A letter for an event_id reused inside the batch comes after its valid occurrence by
-        # definition: only the same letter, already there, makes it a duplicate.
-        earlier_valid = None if dedup.reuses_event_id(failures) else first_valid.get(event_id)
+        # A letter for an event_id reused inside the chunk comes after its valid twin by definition:
+        # it is a duplicate if the drain had the twin in another batch (module docstring), or if
+        # the same letter is already there.
+        if dedup.reuses_event_id(failures):
+            duplicate = not _in_range(position, first_valid_batch.get(event_id))
+        else:
+            earlier_valid = first_valid.get(event_id)
+            duplicate = bool(earlier_valid) and dedup.position_key(earlier_valid) < dedup.position_key(position)
         if position in dead_positions:
             report.already_landed += 1
             keep_dead.append(False)
-        elif (earlier_valid and dedup.position_key(earlier_valid) < dedup.position_key(position)) or letter in letters:
+        elif duplicate or letter in letters:
             report.duplicates += 1
             keep_dead.append(False)
         else:

@@ -104,6 +104,7 @@ async def _handle(gateway: Gateway, headers: dict[bytes, bytes], client: str | N
     except Unavailable as exc:
         raise _unavailable(exc)
     except OutcomeUnknown as exc:
+        exc.count()
         raise _outcome_unknown(exc)
     except RateLimited as exc:
         if not math.isfinite(exc.retry_after):  # costs more than the burst: waiting cannot help

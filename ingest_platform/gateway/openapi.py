@@ -35,10 +35,21 @@ class IngestResponse(msgspec.Struct):
     results: list[EventAccepted | EventRejected]
 
 
+class EventUnknown(msgspec.Struct, tag_field="status", tag="unknown"):
+    """An event of a 503 `outcome_unknown`: sent, not answered; retry it with this event_id."""
+
+    index: int
+    event_id: str
+
+
 class ErrorDetail(msgspec.Struct):
     code: str
     message: str
     retry_after: float | None = None
+    # 413 `batch_exceeds_burst`: the key's burst, the most events a request of this key can carry.
+    max_events: int | msgspec.UnsetType = msgspec.UNSET  # UNSET: absent from other errors (never null)
+    # 503 `outcome_unknown`: per event in request order, the id it was sent with or its rejection.
+    results: list[EventUnknown | EventRejected] | msgspec.UnsetType = msgspec.UNSET
 
 
 class ErrorResponse(msgspec.Struct):
@@ -173,7 +184,11 @@ def build_spec(settings: Settings) -> dict:
                     "429": _error("`rate_limited`: the key's bucket lacks this request's events (with the RateLimit "
                                   "headers); or `too_many_auth_failures` from this address. Retry after Retry-After.",
                                   "Retry-After", *limited, required=("X-Request-ID", "Retry-After")),
-                    "503": _error("Buffer unreachable, backlog or memory over its mark; nothing was written. "
+                    "503": _error("`buffer_unavailable`, `backlog_full`, `buffer_memory_full`: buffer unreachable, "
+                                  "backlog or memory over its mark; nothing was written. Or `outcome_unknown`: the "
+                                  "write was sent but Redis did not answer in time, so the events may or may not "
+                                  "have been stored; `results` lists each sent event's `event_id` (and the "
+                                  "rejections): retry those events with exactly those ids, which stores each once. "
                                   "Retry after Retry-After.", "Retry-After", required=("X-Request-ID", "Retry-After")),
                 },
             }},

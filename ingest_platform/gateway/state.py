@@ -19,6 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NoReturn
 
 import msgspec
 import redis.asyncio as aioredis
@@ -67,6 +68,16 @@ class OutcomeUnknown(Exception):
         event that was sent (the id to retry it with), the rejections as in a 202."""
         return [{"index": r.index, "status": "unknown", "event_id": r.event_id} if isinstance(r, AcceptedResult)
                 else r for r in results(self.batch)]
+
+    def count(self) -> None:
+        """Metrics for an answer that ends with this unknown outcome (HTTP's 503): the rejections
+        as in any answer, the events that were sent under outcome "unknown", never "accepted" (they
+        may not be stored; a client's retry with the ids is counted as accepted when it lands).
+        A WebSocket message is not answered so: it is retried until acked, and counted then."""
+        for name, n in self.batch.accepted_by_type.items():
+            metrics.count_events(name, "unknown", "", n)
+        for r in self.batch.rejected:
+            metrics.count_events(r.event_type, "rejected", r.code)
 
 
 class RateLimited(Exception):
@@ -160,10 +171,7 @@ class Gateway:
         try:
             admission = await self.admitter.admit(key.key_id, limit, cost, entries)
         except (redis.exceptions.RedisError, OSError) as exc:
-            failure = self._write_failed(exc, OutcomeUnknown(key, batch, entries, limit, cost))
-            if failure is exc:
-                raise
-            raise failure from exc
+            self._raise_write_failure(exc, OutcomeUnknown(key, batch, entries, limit, cost))
         metrics.observe_redis_write(time.perf_counter() - started)
         if not admission.admitted:
             raise RateLimited(limit, admission, cost)
@@ -172,19 +180,30 @@ class Gateway:
 
     async def retry(self, unknown: OutcomeUnknown) -> Outcome:
         """Write the events of an unknown outcome again, with the same event ids and stamps (a copy
-        that did land meanwhile is dropped by the drain's dedup). Raises like `ingest`."""
+        that did land meanwhile is dropped by the drain's dedup). Raises like `ingest`.
+
+        The retry spends the key's rate limit again, so a first write that did land is charged
+        twice: acceptable, as it takes a Redis that stopped answering mid-write, and it errs
+        towards limiting (un-charging would need to know whether the first write ran)."""
         self.check_accepting()
+        started = time.perf_counter()
         try:
             admission = await self.admitter.admit(unknown.key.key_id, unknown.limit, unknown.cost, unknown.entries)
         except (redis.exceptions.RedisError, OSError) as exc:
-            failure = self._write_failed(exc, unknown)
-            if failure is exc:
-                raise
-            raise failure from exc
+            self._raise_write_failure(exc, unknown)
+        metrics.observe_redis_write(time.perf_counter() - started)
         if not admission.admitted:
             raise RateLimited(unknown.limit, admission, unknown.cost)
         self._count(unknown.batch)
         return Outcome(unknown.batch, unknown.limit, admission)
+
+    def _raise_write_failure(self, exc: BaseException, unknown: OutcomeUnknown) -> NoReturn:
+        """Raises what answers the failed write `exc` (`exc` itself for a bug), chained to it."""
+        failure = self._write_failed(exc, unknown)
+        if failure is exc:
+            raise exc
+        # An OutcomeUnknown is raised again by each failed retry: drop the earlier raises' frames.
+        raise failure.with_traceback(None) from exc
 
     def _write_failed(self, exc: BaseException, unknown: OutcomeUnknown) -> BaseException:
         """The exception that answers a failed write (`exc` itself for a bug): whether anything may

@@ -101,7 +101,7 @@ async def _serve(ws: WebSocket, gateway: Gateway, key) -> None:
             await ws.close(_close_code(exc), exc.code)
             return
         reply = await _process(ws, gateway, key, seq, data)
-        metrics.count_request(ROUTE, 200 if reply["type"] == "ack" else 400)
+        metrics.count_request(ROUTE, 200 if reply["type"] == "ack" else reply["error"]["status"])
         await ws.send_text(_encode(reply).decode())
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aioredis
 
+from ingest_platform.settings import Settings
+
 CURSORS_KEY = "ingest:drain:cursor"  # hash: stream -> last committed id
 PLANS_KEY = "ingest:drain:plan"  # hash: stream -> "start end" (start = cursor when planned)
 DRAINED_KEY = "ingest:drain:drained"  # hash: stream -> entries committed so far (for backlog)
@@ -81,9 +83,13 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2, health_check_interval=30)
 
 
-def connect_async(url: str, timeout: float = 1.0) -> aioredis.Redis:
+# The gateway passes its setting; the default is that setting's, so the two cannot drift apart.
+DEFAULT_REDIS_TIMEOUT = Settings.model_fields["gateway_redis_timeout_seconds"].default
+
+
+def connect_async(url: str, timeout: float = DEFAULT_REDIS_TIMEOUT) -> aioredis.Redis:
     """An asyncio client for the gateway: a Redis that does not answer within `timeout` seconds
-    (connecting or replying) is an error at once, never a request hanging on it."""
+    (connecting or replying) is an error, never a request hanging on it."""
     return aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 

@@ -101,6 +101,8 @@ class PipelinedRedis:
         self._protocol: _Protocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Lock | None = None
+        self._connect_failures = 0  # connect attempts that failed so far (see `_connect`)
+        self._connect_error = ""  # why the last one failed
         self._pending: collections.deque[tuple[asyncio.Future, float]] = collections.deque()
         self._buffer: list[bytes] = []
         self._flush_scheduled = False
@@ -149,30 +151,47 @@ class PipelinedRedis:
         protocol.transport.write(b"".join(buffer))
 
     async def _connect(self) -> _Protocol:
+        """One attempt at a time; the callers that queued behind an attempt share its outcome.
+
+        Against a blackholed host an attempt takes the whole connect timeout: were each waiter to
+        try again in turn, the last of N would wait N timeouts. So a waiter that sees an attempt
+        fail while it queued fails at once. A caller that arrives after the failure does try again
+        (Redis may be back), so recovery is never delayed by an earlier failure."""
         if self._connecting is None:
             self._connecting = asyncio.Lock()
+        failures_before = self._connect_failures
         async with self._connecting:
             if self._protocol is not None and self._protocol.transport and not self._protocol.transport.is_closing():
                 return self._protocol
-            loop = asyncio.get_running_loop()
+            if self._connect_failures != failures_before:
+                raise NotSent(f"a connect attempt failed while this one waited: {self._connect_error}")
             try:
-                _, protocol = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
-                raise NotSent(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
-            self._protocol, self._loop = protocol, loop
-            if self._watchdog is None or self._watchdog.done():
-                self._watchdog = asyncio.create_task(self._watch(), name="redis-watchdog")
-            try:
-                if self.password:
-                    auth = (self.username, self.password) if self.username else (self.password,)
-                    await self.execute("AUTH", *auth)
-                if self.db:
-                    await self.execute("SELECT", self.db)
-            except Exception:
-                protocol.transport.close()
+                return await self._open_connection()
+            except Exception as exc:  # not a cancellation: that says nothing about Redis
+                self._connect_failures += 1
+                self._connect_error = str(exc) or type(exc).__name__
                 raise
-            return protocol
+
+    async def _open_connection(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise NotSent(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
+        self._protocol, self._loop = protocol, loop
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch(), name="redis-watchdog")
+        try:
+            if self.password:
+                auth = (self.username, self.password) if self.username else (self.password,)
+                await self.execute("AUTH", *auth)
+            if self.db:
+                await self.execute("SELECT", self.db)
+        except Exception:
+            protocol.transport.close()
+            raise
+        return protocol
 
     async def _watch(self) -> None:
         """Close a connection whose oldest command waits past the timeout (one timer for all,

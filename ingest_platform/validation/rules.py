@@ -92,7 +92,9 @@ def checks_of(event_type: str) -> tuple[str, ...]:
 RULE_FAMILIES: tuple[RuleFamily, ...] = (
     RuleFamily("ids_well_formed", f"Every id is present, 1-{MAX_ID_LENGTH} characters long and made of "
                f"{ID_CHARSET_TEXT}.", (REQUIRED, ID_LENGTH, ID_CHARSET)),
-    RuleFamily("event_ids_unique", "No event_id occurs twice in one drained batch.", (EVENT_ID_UNIQUE,)),
+    RuleFamily("event_ids_unique", "No event_id is reused for another event in one drained batch: a later "
+               "occurrence with other payload fields is a dead letter (a retry with the same fields is "
+               "dropped as a duplicate).", (EVENT_ID_UNIQUE,)),
     RuleFamily("values_in_enum", "action / feedback_type are values of the contract's enums.",
                tuple(enum_check(c) for c in ENUM_COLUMNS)),
     RuleFamily("rating_in_range", "Explicit ratings are 1-5, implicit ones 0-1.", (RATING_IN_RANGE,)),

@@ -53,8 +53,8 @@ def reject_reused_ids(event_type: str, frame: pl.DataFrame, rules: r.QualityRule
     fails on its own (in `failures`, row order kept).
 
     The drain calls this for the rare rows whose event_id an earlier valid row of the same batch
-    already holds, with a different payload (an id reused for another event; byte-identical
-    retries never get here). Validated apart from that earlier row, pandera's own uniqueness check
+    already holds, with a different payload (an id reused for another event; retries of the same
+    content, however formatted, never get here). Validated apart from that earlier row, pandera's own uniqueness check
     would only compare the reused rows among themselves, so its verdict is replaced by one failure
     per row: the same whatever else is in `frame`, so a retried drain writes identical letters."""
     rules = rules or r.QualityRules.from_settings()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
@@ -142,3 +142,47 @@ def test_replay_cli_rejects_unknown_streams(platform_env):
     assert result.exit_code == 2 and "unknown stream" in result.output
 
 
+
+
+HOUR_10 = datetime(2026, 11, 26, 10, tzinfo=timezone.utc)
+
+
+def dead_letter_files(lake) -> list:
+    return dataset_files(lake, DEAD_LETTER_DATASET)
+
+
+def test_backfill_never_writes_a_reuse_letter_the_drain_dropped_across_batches(log, redis_client, tmp_path):
+    """The drain lands x from its first batch and drops the other event under id x in a later
+    batch (an idempotency key across batches). Replay cuts the hour as one chunk, where the second
+    x reads as a reuse inside a batch: it must stay dropped, so an intact hour is a no-op."""
+    lake = tmp_path / "lake"
+    append(redis_client, [interaction("x")], entry_id=f"{hour_ms(hour=10)}-0")
+    drain_all(log, lake)
+    append(redis_client, [interaction("x", action="skip")], entry_id=f"{hour_ms(hour=10) + 1}-0")
+    reports = drain_all(log, lake)
+    assert sum(r.duplicates for r in reports) == 1 and dead_letter_files(lake) == []
+    report = replay.replay_hour(log, USER_INTERACTION, lake, HOUR_10)
+    assert (report.landed_valid, report.landed_dead, report.already_landed) == (0, 0, 1)
+    assert dead_letter_files(lake) == [] and landed_ids(lake) == ["x"]
+
+
+def test_backfill_restores_a_reuse_letter_of_one_drain_batch(log, redis_client, tmp_path):
+    """x and another event under id x in one drain batch: a valid row and a letter. Replay lands
+    the letter again when it is lost, beside its twin's file or with the whole hour."""
+    lake = tmp_path / "lake"
+    append(redis_client, [interaction("x"), interaction("x", action="skip")], entry_id=f"{hour_ms(hour=10)}-0")
+    drain_all(log, lake)
+    assert landed_ids(lake, DEAD_LETTER_DATASET) == ["x"]
+    intact = replay.replay_hour(log, USER_INTERACTION, lake, HOUR_10)
+    assert (intact.landed_valid, intact.landed_dead, intact.already_landed) == (0, 0, 2)
+
+    for path in dead_letter_files(lake):
+        path.unlink()  # the letter lost, its twin's file still there: same entry range
+    report = replay.replay_hour(log, USER_INTERACTION, lake, HOUR_10)
+    assert (report.landed_valid, report.landed_dead) == (0, 1)
+
+    for path in dataset_files(lake, USER_INTERACTION.dataset) + dead_letter_files(lake):
+        path.unlink()  # the whole hour lost
+    report = replay.replay_hour(log, USER_INTERACTION, lake, HOUR_10)
+    assert (report.landed_valid, report.landed_dead) == (1, 1)
+    assert landed_ids(lake) == ["x"] and landed_ids(lake, DEAD_LETTER_DATASET) == ["x"]

@@ -6,10 +6,12 @@ import os
 import time
 
 import httpx
+import msgspec
 import pytest
 import redis
 
 from ingest_platform.contract import StreamEntry, decode_stream_entry
+from ingest_platform.gateway.openapi import ErrorResponse
 from ingest_platform.storage import api_keys
 from ingest_platform_tests.conftest import GatewayProcess
 
@@ -75,3 +77,23 @@ def eventually(check, timeout: float = 10.0, interval: float = 0.05):
         if result or time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """The value of one sample of the Prometheus text `text` (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    values = [float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)]
+    return values[0] if values else 0.0
+
+
+def assert_documented(gateway, response: httpx.Response) -> None:
+    """An error answer of POST /v1/events is what the gateway's /openapi.json says: its status is
+    listed, every field of its error is a property of ErrorDetail, and it decodes as the struct the
+    schema is made from (so each field has the documented type)."""
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    assert str(response.status_code) in spec["paths"]["/v1/events"]["post"]["responses"]
+    error = response.json()["error"]
+    documented = spec["components"]["schemas"]["ErrorDetail"]["properties"]
+    assert set(error) <= set(documented), set(error) - set(documented)
+    msgspec.convert(response.json(), ErrorResponse)  # raises on a field of another type

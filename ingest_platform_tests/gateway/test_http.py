@@ -15,9 +15,11 @@ from ingest_platform_tests.reliability.support import LoggedGateway
 from ingest_platform_tests.gateway.conftest import (
     EVENT,
     FEEDBACK,
+    assert_documented,
     auth,
     eventually,
     make_key,
+    metric,
     post,
     stream_entries,
 )
@@ -221,10 +223,30 @@ def test_a_batch_over_the_burst_gets_a_non_retryable_413(gateways, redis_client)
     error = too_big.json()["error"]
     assert error["code"] == "batch_exceeds_burst" and error["max_events"] == 3
     assert "split" in error["message"] and "3" in error["message"]
+    assert_documented(gw, too_big)  # max_events included
     assert "retry-after" not in too_big.headers  # waiting cannot help
     assert too_big.headers["ratelimit-policy"] == '"events";q=3;w=6'
     assert not stream_entries(redis_client)
     assert post(gw, key, {"events": [EVENT] * 3}).status_code == 202  # the bucket was not spent
+
+
+def test_the_spec_documents_the_fields_and_meaning_of_every_error(gw):
+    """The error fields beyond code and message (413's max_events, outcome_unknown's results) are in
+    ErrorDetail, and the 503 does not claim that nothing was written: outcome_unknown may have."""
+    spec = httpx.get(f"{gw.url}/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    detail = schemas["ErrorDetail"]
+    assert {"code", "message", "retry_after", "max_events", "results"} <= set(detail["properties"])
+    assert set(detail["required"]) == {"code", "message"}  # the others only where they apply
+    assert detail["properties"]["max_events"] == {"type": "integer"}
+    items = {ref["$ref"].rsplit("/", 1)[1] for ref in detail["properties"]["results"]["items"]["anyOf"]}
+    assert items == {"EventUnknown", "EventRejected"}
+    assert set(schemas["EventUnknown"]["required"]) == {"index", "status", "event_id"}
+    responses = spec["paths"]["/v1/events"]["post"]["responses"]
+    assert "`max_events`" in responses["413"]["description"]
+    unavailable = responses["503"]["description"]
+    assert "`outcome_unknown`" in unavailable and "may or may not have been stored" in unavailable
+    assert "`results`" in unavailable and "event_id" in unavailable
 
 
 def test_feedback_events_switched_off_are_rejected_per_event(gateways, redis_client):
@@ -255,14 +277,6 @@ def test_strict_mode_rejects_value_problems_with_every_reason(gateways, redis_cl
         assert check in results[0]["reason"]
     assert results[1]["code"] == "invalid_value" and "rating_in_range" in results[1]["reason"]
     assert not any(e.events[0].fields.get("action") == "teleport" for _, e in stream_entries(redis_client))
-
-
-def metric(text: str, name: str, **labels) -> float:
-    """The value of one sample of the Prometheus text `text` (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
-    values = [float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)]
-    return values[0] if values else 0.0
 
 
 def test_ops_endpoints(gw, redis_client):

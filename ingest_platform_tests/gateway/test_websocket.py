@@ -6,6 +6,7 @@ import json
 import time
 from datetime import datetime, timezone
 
+import httpx
 import pytest
 import redis
 from websockets.exceptions import ConnectionClosed
@@ -15,7 +16,15 @@ from ingest_platform.drain.micro_batch import drain_all_streams
 from ingest_platform.storage import api_keys
 from ingest_platform.storage.event_log import DrainLog
 from ingest_platform_tests.drain.helpers import landed_ids
-from ingest_platform_tests.gateway.conftest import EVENT, auth, eventually, make_key, start_gateway, stream_entries
+from ingest_platform_tests.gateway.conftest import (
+    EVENT,
+    auth,
+    eventually,
+    make_key,
+    metric,
+    start_gateway,
+    stream_entries,
+)
 
 
 def ws_url(gw, query: str = "") -> str:
@@ -139,6 +148,27 @@ def test_backpressure_tells_the_client_to_wait_and_acks_once_drained(own_redis, 
     finally:
         gw.stop()
         client.close()
+
+
+def test_a_message_over_the_burst_is_refused_and_counted_as_413(gw, redis_client):
+    """As POST /v1/events: a message costing more than the key's burst can never be admitted, so it
+    gets an error (not a wait) with status 413, and the metrics count it as 413, not 400."""
+    key = make_key(redis_client, rate_per_second=0.5, burst=3)
+    before = httpx.get(f"{gw.url}/metrics").text
+    with connect(ws_url(gw), additional_headers=auth(key)) as ws:
+        ws.send(json.dumps({"events": [EVENT] * 4}))
+        reply = json.loads(ws.recv(timeout=10))
+        ws.send("{not json")  # a 400 on the same route, for contrast
+        unreadable = json.loads(ws.recv(timeout=10))
+    assert reply["type"] == "error" and reply["seq"] == 1
+    assert reply["error"]["code"] == "batch_exceeds_burst" and reply["error"]["status"] == 413
+    assert unreadable["error"]["status"] == 400
+    after = httpx.get(f"{gw.url}/metrics").text
+    for status, count in (("413", 1), ("400", 1)):
+        added = (metric(after, "gateway_requests_total", route="/v1/events/ws", status=status)
+                 - metric(before, "gateway_requests_total", route="/v1/events/ws", status=status))
+        assert added == count, (status, added)
+    assert not stream_entries(redis_client)
 
 
 def test_rate_limit_tells_the_client_to_wait_and_acks_the_held_message_later(gw, redis_client):

@@ -31,15 +31,17 @@ def feedback(**fields) -> dict:
     return {"feedback_event": payload}
 
 
-def enqueue(client: redis.Redis, events: list[dict], received_at: str = RECEIVED_ISO,
+def enqueue(client: redis.Redis, events: list[dict | str], received_at: str = RECEIVED_ISO,
             api_key_id: str = "k_test") -> list[str]:
-    """Append `events` as the gateway would (one entry per type); returns their event ids in order."""
+    """Append `events` as the gateway would (one entry per type); returns their event ids in order.
+    An event given as JSON text is kept as its raw payload exactly as written (a client's own
+    formatting); a dict is encoded compactly."""
     by_type: dict[str, list] = {}
     ids = []
     for event in events:
-        (name, payload), = event.items()
+        raw = event.encode() if isinstance(event, str) else msgspec.json.encode(event)
+        (name, payload), = msgspec.json.decode(raw).items()
         event_type = EVENT_TYPES[name]
-        raw = msgspec.json.encode(event)
         record = to_stream_event(event_type, msgspec.convert(payload, event_type.payload), msgspec.Raw(raw))
         by_type.setdefault(name, []).append(record)
         ids.append(record.event_id)

@@ -1,9 +1,10 @@
 """Reused event_ids, replays that fail again, superseded letters: through a real Redis and the drain
 sensor. Nothing accepted may vanish: every occurrence is a valid row, a dead letter, or a counted
-byte-identical retry."""
+retry (the same payload fields as an earlier occurrence of its id, however the JSON was written)."""
 
 from __future__ import annotations
 
+import json
 import typing
 
 import dagster as dg
@@ -12,7 +13,7 @@ import pyarrow as pa
 
 from ingest_platform.contract import EVENT_TYPES
 from ingest_platform.dlq.inspection import LetterFilter
-from ingest_platform.dlq.replay import replay_dead_letters
+from ingest_platform.dlq.replay import AWAITING_DRAIN_KEY, replay_dead_letters, settle_awaiting
 from ingest_platform.drain.micro_batch import drain_all_streams
 from ingest_platform.settings import get_settings
 from ingest_platform.storage.event_log import DrainLog
@@ -42,6 +43,48 @@ def test_an_identical_retry_in_one_batch_is_one_row_and_no_letter(platform_env, 
     result = run_drain_sensor()
     assert warehouse("SELECT event_id FROM user_interactions ORDER BY event_id") == [("e1",), ("e2",)]
     assert lake_counts(platform_env)["dead_letter_events"] == 0
+    assert duplicates_dropped(result) == 1
+
+
+def test_a_retry_with_the_assigned_id_and_other_formatting_is_one_row_and_no_letter(platform_env, redis_client):
+    """After `503 outcome_unknown` the client resends the event with the id the gateway generated;
+    its JSON library also orders keys and spaces differently. Redis ran the unanswered write when
+    it woke, so both occurrences fall in one drain batch: one event, a counted retry, no letter."""
+    (assigned,) = enqueue(redis_client, [interaction(track_id="t1")])  # no event_id: the gateway's
+    retry = ('{ "user_interaction": {\n  "timestamp": "2026-11-26T09:59:00Z", "action": "play",\n'
+             f'  "event_id": "{assigned}", "track_id": "t1", "session_id": "s1", "user_id": "u1"}} }}')
+    enqueue(redis_client, [retry, interaction(event_id="other")])
+    result = run_drain_sensor()
+    assert warehouse("SELECT event_id, track_id FROM user_interactions ORDER BY event_id") == [
+        (assigned, "t1"), ("other", "t1")]
+    assert lake_counts(platform_env)["dead_letter_events"] == 0
+    assert duplicates_dropped(result) == 1
+    assert check_results(result)[("user_interactions", "event_ids_unique")][0].passed
+
+
+def test_a_retry_with_another_timestamp_is_another_event(platform_env, redis_client):
+    """Only the encoding may differ: a different value of any payload field is a reused id."""
+    first = interaction(event_id="e1", timestamp="2026-11-26T09:59:00Z")
+    moved = interaction(event_id="e1", timestamp="2026-11-26T09:59:30Z")
+    enqueue(redis_client, [first, moved])
+    result = run_drain_sensor()
+    assert warehouse("SELECT event_id FROM user_interactions") == [("e1",)]
+    assert warehouse(LETTERS_SQL) == [("e1", raw(moved), ["event_id_unique_in_batch"], "pending")]
+    assert duplicates_dropped(result) == 0
+
+
+def test_unparseable_timestamps_compare_by_their_raw_text(platform_env, redis_client):
+    """A timestamp that does not parse is null in the drain's frame: two different ones must not
+    compare equal there, so each is a letter; the exact same one again is a retry."""
+    bad_a = interaction(event_id="e1", timestamp="26/11/2026 09:59")
+    bad_b = interaction(event_id="e1", timestamp="26/11/2026 09:58")
+    enqueue(redis_client, [interaction(event_id="e1"), bad_a, bad_b, bad_a])
+    result = run_drain_sensor()
+    assert warehouse("SELECT event_id FROM user_interactions") == [("e1",)]
+    assert [(raw_payload, checks) for _, raw_payload, checks, _ in warehouse(LETTERS_SQL)] == [
+        (raw(bad_a), ["timestamp_parseable", "event_id_unique_in_batch"]),
+        (raw(bad_b), ["timestamp_parseable", "event_id_unique_in_batch"]),
+    ]
     assert duplicates_dropped(result) == 1
 
 
@@ -122,6 +165,30 @@ def test_a_replay_failing_again_identically_settles_without_a_report(platform_en
     assert warehouse("SELECT replay_status, failures[1].check, replay_id FROM dead_letter_events") == [
         ("failed_again", "action_in_enum", result.replay_id)]
     assert lake_counts(platform_env)["dead_letter_events"] == 1  # still one letter, not two
+
+
+def test_a_note_rewritten_while_the_drain_settles_survives(platform_env, redis_client):
+    """The drain reads the awaiting notes, settles (a second or two), then forgets them; a replay
+    still injecting notes later entries under the same replay_id meanwhile. Forgetting the note
+    it read must not erase the newer one, or those entries would never be settled."""
+    enqueue(redis_client, [interaction(event_id="a1", action="PLAY!")])
+    run_drain_sensor()
+    settings = get_settings()
+    result = replay_dead_letters(redis_client, settings.lake_dir, settings.warehouse_path, LetterFilter())
+    log = DrainLog(redis_client)
+    drain_all_streams(log, settings.lake_dir, 1000)  # passes the replayed entry, settles nothing
+    read = redis_client.hgetall(AWAITING_DRAIN_KEY)  # what the drain read before settling
+    enqueue(redis_client, [interaction(event_id="a2")])  # the replay's next chunk, noted meanwhile
+    stream = EVENT_TYPES["user_interaction"].stream
+    (later, _), = redis_client.xrevrange(stream, count=1)
+    newer = json.dumps({stream: later.decode()})
+    redis_client.hset(AWAITING_DRAIN_KEY, result.replay_id, newer)
+
+    assert settle_awaiting(log, settings.warehouse_path, settings.lake_dir, read) == 1
+    assert redis_client.hget(AWAITING_DRAIN_KEY, result.replay_id) == newer.encode()
+    run_drain_sensor()  # passes the later entry: the note is settled and forgotten now
+    assert redis_client.hgetall(AWAITING_DRAIN_KEY) == {}
+    assert warehouse("SELECT replay_status FROM dead_letter_events") == [("failed_again",)]
 
 
 def test_a_letter_whose_event_later_landed_valid_is_superseded(platform_env, redis_client):

@@ -48,8 +48,6 @@ def _publish(context, log: DrainLog, lake: LakeResource, reports: list[DrainRepo
     if any(report.files for report in reports) or not lake.warehouse_path.exists():
         # Views list their files (a snapshot), so every batch that lands files swaps in new views.
         refresh_warehouse(lake.warehouse_path, lake.lake_dir)
-    # A replayed letter failing again for the same reasons lands nothing: settle it now (dlq/replay.py).
-    settle_drained_replays(log, lake.warehouse_path, lake.lake_dir)
     lags = consumer_lag(log)
     for report in reports:
         context.log.info(
@@ -58,7 +56,20 @@ def _publish(context, log: DrainLog, lake: LakeResource, reports: list[DrainRepo
             f"{report.duplicates} duplicates dropped"
             + (" (superseded: another drain committed this range)" if report.superseded else "")
         )
-    return [*materialisations(reports, lags), *quality_evaluations(reports)]
+    events = [*materialisations(reports, lags), *quality_evaluations(reports)]
+    _settle_replays(context, log, lake)
+    return events
+
+
+def _settle_replays(context, log: DrainLog, lake: LakeResource) -> None:
+    """A replayed letter failing again for the same reasons lands nothing: settle it now
+    (dlq/replay.py). After the events are built, and never failing the tick: the ranges are
+    committed, so a tick that failed here would lose their reports for good, while a replay left
+    unsettled stays noted in Redis and the next tick settles it."""
+    try:
+        settle_drained_replays(log, lake.warehouse_path, lake.lake_dir)
+    except Exception as exc:  # whatever it was, the next tick retries the settle
+        context.log.warning(f"settling drained dead-letter replays failed, retried next tick: {exc!r}")
 
 
 def consumer_lag(log: DrainLog) -> dict[str, tuple[int, float]]:
