@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -14,6 +15,7 @@ from ingest_platform.contract import StreamEntry, decode_stream_entry
 from ingest_platform.gateway.openapi import ErrorResponse
 from ingest_platform.storage import api_keys
 from ingest_platform_tests.conftest import GatewayProcess
+from ingest_platform_tests.reliability.support import LoggedGateway
 
 EVENT = {"user_interaction": {"user_id": "u1", "session_id": "s1", "track_id": "t1", "action": "play",
                               "timestamp": "2026-11-26T11:00:00+01:00"}}
@@ -46,6 +48,19 @@ def gateways(shared_redis, tmp_path_factory):
 def gw(gateways) -> GatewayProcess:
     """A gateway with default settings."""
     return gateways()
+
+
+@pytest.fixture(scope="module")
+def logged_gw(shared_redis, tmp_path_factory):
+    """A gateway with the access log on, its JSON log lines kept in a file."""
+    root = tmp_path_factory.mktemp("logged")
+    process = LoggedGateway(shared_redis.url, root, root / "gateway.log", gateway_access_log=True)
+    yield process
+    process.stop()
+
+
+def log_lines(gateway: LoggedGateway) -> list[dict]:
+    return [json.loads(line) for line in gateway.logs().splitlines() if line.startswith("{")]
 
 
 def make_key(client: redis.Redis, **kwargs) -> str:

@@ -11,13 +11,13 @@ import httpx
 import pytest
 
 from ingest_platform.storage import api_keys
-from ingest_platform_tests.reliability.support import LoggedGateway
 from ingest_platform_tests.gateway.conftest import (
     EVENT,
     FEEDBACK,
     assert_documented,
     auth,
     eventually,
+    log_lines,
     make_key,
     metric,
     post,
@@ -316,19 +316,6 @@ def test_unknown_routes_and_methods_get_json_errors(gw):
     assert httpx.get(f"{gw.url}/nope").json()["error"]["code"] == "not_found"
     response = httpx.get(f"{gw.url}/v1/events")
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
-
-
-@pytest.fixture(scope="module")
-def logged_gw(shared_redis, tmp_path_factory):
-    """A gateway with the access log on, its JSON log lines kept in a file."""
-    root = tmp_path_factory.mktemp("logged")
-    process = LoggedGateway(shared_redis.url, root, root / "gateway.log", gateway_access_log=True)
-    yield process
-    process.stop()
-
-
-def log_lines(gateway: LoggedGateway) -> list[dict]:
-    return [json.loads(line) for line in gateway.logs().splitlines() if line.startswith("{")]
 
 
 def test_every_answer_carries_a_request_id_and_the_access_log_has_the_clients(logged_gw, redis_client):

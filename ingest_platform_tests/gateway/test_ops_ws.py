@@ -8,25 +8,11 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from ingest_platform_tests.gateway.conftest import EVENT, auth, eventually, make_key
-from ingest_platform_tests.reliability.support import LoggedGateway
-
-
-@pytest.fixture(scope="module")
-def logged_gw(shared_redis, tmp_path_factory):
-    """A gateway with the access log on, its JSON log lines kept in a file."""
-    root = tmp_path_factory.mktemp("logged-ws")
-    process = LoggedGateway(shared_redis.url, root, root / "gateway.log", gateway_access_log=True)
-    yield process
-    process.stop()
+from ingest_platform_tests.gateway.conftest import EVENT, auth, eventually, log_lines, make_key
 
 
 def ws_url(gw) -> str:
     return gw.url.replace("http://", "ws://") + "/v1/events/ws"
-
-
-def log_lines(gateway: LoggedGateway) -> list[dict]:
-    return [json.loads(line) for line in gateway.logs().splitlines() if line.startswith("{")]
 
 
 def test_a_connection_id_is_echoed_on_the_upgrade_and_in_the_connections_log_lines(logged_gw, redis_client):
