@@ -19,7 +19,6 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import NoReturn
 
 import msgspec
 import redis.asyncio as aioredis
@@ -165,18 +164,8 @@ class Gateway:
             batch = parse_events(raws, key.scopes, self.limits, self.policy)
             received_at = utc_now_iso()
         entries = stream_entries(batch, received_at, key.key_id)
-        limit = rate_limit.limit_for(key, self.settings)
-        cost = max(1, batch.size)
-        started = time.perf_counter()
-        try:
-            admission = await self.admitter.admit(key.key_id, limit, cost, entries)
-        except (redis.exceptions.RedisError, OSError) as exc:
-            self._raise_write_failure(exc, OutcomeUnknown(key, batch, entries, limit, cost))
-        metrics.observe_redis_write(time.perf_counter() - started)
-        if not admission.admitted:
-            raise RateLimited(limit, admission, cost)
-        self._count(batch)
-        return Outcome(batch, limit, admission)
+        limit, cost = rate_limit.limit_for(key, self.settings), max(1, batch.size)  # cost: events, at least 1
+        return await self._append(key, batch, entries, limit, cost)
 
     async def retry(self, unknown: OutcomeUnknown) -> Outcome:
         """Write the events of an unknown outcome again, with the same event ids and stamps (a copy
@@ -186,24 +175,24 @@ class Gateway:
         twice: acceptable, as it takes a Redis that stopped answering mid-write, and it errs
         towards limiting (un-charging would need to know whether the first write ran)."""
         self.check_accepting()
+        return await self._append(unknown.key, unknown.batch, unknown.entries, unknown.limit, unknown.cost)
+
+    async def _append(self, key: ApiKeyRecord, batch: ParsedBatch, entries: list, limit: RateLimit,
+                      cost: int) -> Outcome:
+        """Spend `cost` of the key's limit and append `entries` in one round trip (ADMIT_LUA)."""
         started = time.perf_counter()
         try:
-            admission = await self.admitter.admit(unknown.key.key_id, unknown.limit, unknown.cost, unknown.entries)
+            admission = await self.admitter.admit(key.key_id, limit, cost, entries)
         except (redis.exceptions.RedisError, OSError) as exc:
-            self._raise_write_failure(exc, unknown)
+            failure = self._write_failed(exc, OutcomeUnknown(key, batch, entries, limit, cost))
+            if failure is exc:
+                raise
+            raise failure from exc
         metrics.observe_redis_write(time.perf_counter() - started)
         if not admission.admitted:
-            raise RateLimited(unknown.limit, admission, unknown.cost)
-        self._count(unknown.batch)
-        return Outcome(unknown.batch, unknown.limit, admission)
-
-    def _raise_write_failure(self, exc: BaseException, unknown: OutcomeUnknown) -> NoReturn:
-        """Raises what answers the failed write `exc` (`exc` itself for a bug), chained to it."""
-        failure = self._write_failed(exc, unknown)
-        if failure is exc:
-            raise exc
-        # An OutcomeUnknown is raised again by each failed retry: drop the earlier raises' frames.
-        raise failure.with_traceback(None) from exc
+            raise RateLimited(limit, admission, cost)
+        self._count(batch)
+        return Outcome(batch, limit, admission)
 
     def _write_failed(self, exc: BaseException, unknown: OutcomeUnknown) -> BaseException:
         """The exception that answers a failed write (`exc` itself for a bug): whether anything may
