@@ -35,6 +35,7 @@ from ingest_platform.storage.lake import (
     LakeLock,
     _fsync_dir,
     _link_replace,
+    entry_range_of,
     hour_dirs,
     hour_files,
     hour_of_dir,
@@ -143,13 +144,13 @@ def compact_hour(lake: Path, dataset: str, directory: Path, target_rows: int) ->
 def _stream_order(path: Path) -> tuple:
     """Files in stream order: by event type (dead letters), then by their first entry id."""
     name = path.name.removesuffix(".parquet")
-    if name.startswith(COMPACTED_PREFIX):
+    entries = entry_range_of(path)
+    if entries is None:  # a compacted file
         return ("", 0, 0, name)
     parts = name.split("_")
-    first = next((p for p in parts if "-" in p and p.split("-")[0].isdigit()), "0-0")
-    ms, _, seq = first.partition("-")
-    event_type = "_".join(p for p in parts[: parts.index(first)] if p != "replay") if first in parts else ""
-    return (event_type, int(ms), int(seq or 0), name)
+    event_type = "_".join(p for p in parts[: parts.index(entries[0])] if p != "replay")
+    ms, _, seq = entries[0].partition("-")
+    return (event_type, int(ms), int(seq), name)
 
 
 def _common_schema(inputs: list[Path]) -> pa.Schema:

@@ -42,7 +42,13 @@ from ingest_platform.drain import dedup
 from ingest_platform.drain.maintenance import maintenance_lock
 from ingest_platform.drain.micro_batch import InvalidRowsError, LandedFile, _chunks, _frame
 from ingest_platform.storage.event_log import DrainLog, StreamRange, entry_order
-from ingest_platform.storage.lake import current_hour_files, hour_of_ms, partition_dir, publish_parquet_atomic
+from ingest_platform.storage.lake import (
+    current_hour_files,
+    entry_range_of,
+    hour_of_ms,
+    partition_dir,
+    publish_parquet_atomic,
+)
 
 MAX_SEQ = 18446744073709551615
 HOUR_MS = dedup.HOUR_MS
@@ -131,7 +137,7 @@ class _LandedState:
             directory = partition_dir(self.lake, self.event_type.dataset, hour_of_ms(ms))
             for path in current_hour_files(directory) if directory.exists() else []:
                 table = pq.read_table(path, columns=["event_id", "stream_id"])
-                batch = _entry_range(path)
+                batch = entry_range_of(path)
                 for event_id, position in zip(table["event_id"].to_pylist(), table["stream_id"].to_pylist()):
                     if ms == hour_ms:
                         valid_positions.add(position)
@@ -149,14 +155,6 @@ class _LandedState:
                         dead_positions.add(row["stream_id"])
                     letters.add((row["event_id"], dedup.dead_letter_digest(row["raw_payload"], row["failures"])))
         return valid_positions, first_valid, first_valid_batch, dead_positions, letters
-
-
-def _entry_range(path: Path) -> tuple[str, str] | None:
-    """The entry range a lake file's name carries: `<first>_<last>` (drain), `replay_<first>_<last>_
-    <digest>`, `<event type>_<first>_<last>` (dead letters); None for a compacted file."""
-    ids = [part for part in path.name.removesuffix(".parquet").split("_")
-           if "-" in part and all(side.isdigit() for side in part.split("-", 1))]
-    return (ids[0], ids[1]) if len(ids) >= 2 else None
 
 
 def _in_range(position: str, batch: tuple[str, str] | None) -> bool:

@@ -78,6 +78,15 @@ LOCK_FILE = ".lake.lock"
 COMPACTED_PREFIX = "compacted_"
 
 
+def entry_range_of(path: Path) -> tuple[str, str] | None:
+    """The stream entry range (first, last id) a lake file's name carries: `<first>_<last>` (drain),
+    `replay_<first>_<last>_<digest>`, `<event type>_<first>_<last>` (dead letters); None for a
+    compacted file, whose rows come from many ranges."""
+    ids = [part for part in path.name.removesuffix(".parquet").split("_")
+           if "-" in part and all(side.isdigit() for side in part.split("-", 1))]
+    return (ids[0], ids[1]) if len(ids) >= 2 else None
+
+
 def pinned_path(lake: Path, path: Path) -> Path:
     """The pinned twin of a file in the hive layout."""
     return lake / PINNED_DIR / path.relative_to(lake)
